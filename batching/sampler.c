@@ -1,0 +1,2 @@
+/* sampler.c — placeholder, being written. */
+typedef int sl__placeholder_sampler;

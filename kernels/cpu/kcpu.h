@@ -1,0 +1,102 @@
+/*
+ * kcpu.h — the CPU kernels: leaf compute on raw pointers, sizes and strides.
+ *
+ * Kernels never allocate, never spawn threads and know nothing of requests or tensors. The CPU backend in
+ * runtime/ splits work across its thread pool by calling a kernel on disjoint ranges (output rows of a
+ * product, heads of attention), so every kernel here takes the range it must cover.
+ *
+ * Batch invariance: the value computed for one (row, output) pair never depends on how many rows share the
+ * call, which range a thread got, or which SIMD path ran for the *other* rows. Each dot product is reduced in
+ * a fixed order (block by block, fixed lane folding). The batching engine relies on this so that a sequence
+ * produces the same tokens alone and in a batch.
+ *
+ * SIMD: AVX-512 and AVX2/FMA paths are chosen at run time (sl_kcpu_init reads CPUID once); a scalar path
+ * exists for every kernel and is the reference the tests compare against. All paths of one kernel give
+ * results within the stated tolerance of the scalar one; the path is fixed per process, so invariance holds.
+ */
+#ifndef SL_KCPU_H
+#define SL_KCPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kdtype.h"
+
+/* SIMD level in use. */
+typedef enum sl_simd_level {
+    SL_SIMD_SCALAR = 0,
+    SL_SIMD_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    SL_SIMD_AVX512 = 2, /* AVX-512 F/BW/VL (+VNNI when present) */
+} sl_simd_level;
+
+/* Detects the CPU once (thread-safe, idempotent). The environment variable SLUICE_SIMD=scalar|avx2|avx512
+ * caps the level (tests use it to compare paths). */
+void sl_kcpu_init(void);
+sl_simd_level sl_kcpu_simd(void);
+const char *sl_kcpu_simd_name(void);
+/* Forces a level for tests (clamped to what the CPU has); returns the level now in use. */
+sl_simd_level sl_kcpu_set_simd(sl_simd_level level);
+
+/* ---- conversions ---------------------------------------------------------------------------------- */
+float sl_fp16_to_f32(sl_fp16_t h);
+sl_fp16_t sl_f32_to_fp16(float f); /* round to nearest even */
+float sl_bf16_to_f32(sl_bf16_t h);
+sl_bf16_t sl_f32_to_bf16(float f); /* round to nearest even */
+
+/* Dequantizes one row of n elements of `type` (F32, F16, BF16, Q4_0, Q4_1, Q8_0) into f32. */
+void sl_k_dequantize_row(int type, const void *src, float *dst, int64_t n);
+/* Quantizes one row of n f32 values into `type` (F16, BF16, Q4_0, Q4_1, Q8_0, Q8_1) with GGML's rounding,
+ * so files written by our GGUF writer match what llama.cpp would write. n must be a multiple of the block. */
+void sl_k_quantize_row(int type, const float *src, void *dst, int64_t n);
+
+/* ---- matrix products -------------------------------------------------------------------------------- */
+/*
+ * Y = X · Wᵀ over a range of weight rows:
+ *   W:  [n_out][n_in] in `wtype`, rows w_row_bytes apart (a GGUF weight "ne0 = n_in, ne1 = n_out")
+ *   X:  [n_rows][n_in], f32, rows ldx floats apart
+ *   Y:  [n_rows][n_out], f32, rows ldy floats apart; only columns [o0, o1) are written
+ */
+void sl_k_matmul_f32(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
+                     const float *x, int ldx, int n_rows, float *y, int ldy);
+
+/* Fast mode for quantized weights: activations are first quantized once per row into the type returned by
+ * sl_k_act_type(wtype) (Q8_0 for Q4_0/Q8_0 weights, Q8_1 for Q4_1), then products run on integers. */
+int sl_k_act_type(int wtype);
+/*   XQ: [n_rows] rows of sl_dtype_row_bytes(sl_k_act_type(wtype), n_in) bytes, xq_row_bytes apart */
+void sl_k_matmul_q(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
+                   const void *xq, size_t xq_row_bytes, int n_rows, float *y, int ldy);
+
+/* ---- element-wise and row operations -------------------------------------------------------------- */
+/* y = x / sqrt(mean(x²) + eps) * w, for one row of n (y may alias x). */
+void sl_k_rms_norm(const float *x, const float *w, float *y, int n, float eps);
+/* In-place RoPE, llama "normal" layout: within each head, adjacent pairs (2i, 2i+1) rotate by
+ * pos * freq_scale * base^(-2i/n_rot). x: [n_heads][head_dim]; only the first n_rot dims rotate. */
+void sl_k_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float freq_base, float freq_scale);
+/* out = silu(gate) * up, n elements (out may alias gate). */
+void sl_k_swiglu(const float *gate, const float *up, float *out, int64_t n);
+/* y += x, n elements. */
+void sl_k_add(float *y, const float *x, int64_t n);
+/* In-place softmax over n values; returns nothing, max-subtracted for stability. */
+void sl_k_softmax(float *x, int n);
+/* Dot product of two f32 vectors (fixed reduction order). */
+float sl_k_dot_f32(const float *a, const float *b, int n);
+
+/* ---- attention over the paged KV cache -------------------------------------------------------------- */
+/*
+ * The KV cache of one layer is a pool of token slots: K and V are [n_slots][n_head_kv][head_dim] in kv_type
+ * (F32 or F16). A sequence's token t lives in slot block_table[t / block_size] * block_size + t % block_size.
+ * (Layout documented once in batching/kv_layout.h; this kernel only sees slots.)
+ *
+ * For one query token: out[h] = softmax(q[h] · K[0..n_ctx)ᵀ * scale) · V[0..n_ctx), for heads [h0, h1),
+ * with query head h reading KV head h / (n_head / n_head_kv) (grouped-query attention).
+ *   q:   [n_head][head_dim] f32        out: [n_head][head_dim] f32 (only heads [h0, h1) written)
+ *   scratch: at least n_ctx floats
+ * The query sees tokens [0, n_ctx) of its sequence (causality is the caller's choice of n_ctx).
+ */
+void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int n_head_kv, int head_dim,
+                    const void *k_pool, const void *v_pool, int kv_type, const int32_t *block_table,
+                    int block_size, int n_ctx, float scale, float *scratch);
+/* Writes one token's K or V ([n_head_kv][head_dim] f32) into its slot of a pool of kv_type. */
+void sl_k_kv_store(void *pool, int kv_type, int64_t slot, const float *src, int n_head_kv, int head_dim);
+
+#endif /* SL_KCPU_H */

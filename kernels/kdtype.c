@@ -1,0 +1,2 @@
+/* kdtype.c — placeholder, being written. */
+typedef int sl__placeholder_kdtype;

@@ -1,0 +1,2 @@
+/* gguf.c — placeholder, being written. */
+typedef int sl__placeholder_gguf;
