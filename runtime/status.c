@@ -49,8 +49,14 @@ sl_status sl__error_prefix(sl_status st, const char *fmt, ...) {
     va_start(ap, fmt);
     int n = vsnprintf(sl__last_error, sizeof sl__last_error, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof sl__last_error)
-        snprintf(sl__last_error + n, sizeof sl__last_error - (size_t)n, ": %s", prev[0] ? prev : sl_status_str(st));
+    if (n >= 0 && (size_t)n + 2 < sizeof sl__last_error) {
+        /* ": " then as much of the previous message as fits (truncation is fine for a message) */
+        const char *tail = prev[0] ? prev : sl_status_str(st);
+        size_t room = sizeof sl__last_error - (size_t)n - 3, tl = strlen(tail);
+        memcpy(sl__last_error + n, ": ", 2);
+        memcpy(sl__last_error + n + 2, tail, tl < room ? tl : room);
+        sl__last_error[(size_t)n + 2 + (tl < room ? tl : room)] = 0;
+    }
     return st;
 }
 

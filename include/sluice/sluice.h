@@ -329,6 +329,8 @@ typedef struct sl_engine_stats {
 } sl_engine_stats;
 
 SL_API void sl_engine_stats_init(sl_engine_stats *s);
+/* A readable description of a GGUF file (metadata and tensor table) without loading it; allocated text. */
+SL_API sl_status sl_model_file_describe(const char *path, char **text_out);
 SL_API sl_status sl_engine_get_stats(sl_engine_t *eng, sl_engine_stats *s);
 
 #ifdef __cplusplus

@@ -1,0 +1,189 @@
+/*
+ * kcpu_impl.h — what the CPU kernel files share with each other (and with their tests); nothing above
+ * kernels/ includes it.
+ *
+ * One numeric recipe for every instruction set. Each kernel fixes the exact sequence of float operations
+ * behind every output value: which lane accumulates which term, that products are accumulated with fused
+ * multiply-adds, and the order in which lanes fold at the end. The scalar code is written in that lane
+ * structure and the AVX2 / AVX-512 code performs the same operations on wider registers, so every path is
+ * bit-identical to the scalar one. That is stronger than kcpu.h asks (a tolerance), and it buys two things:
+ * a sequence generates the same tokens on any x86-64 machine, alone or batched, and the tests compare paths
+ * with memcmp. The recipes:
+ *
+ *   canonical f32 dot (sl__dot_canon): 16 lane accumulators; lane l takes k = 16 i + l in order of i with
+ *     acc = fma(a_k, b_k, acc); lanes fold as 16 -> 8 -> 4 -> 2 -> 1 by adding the upper half onto the lower
+ *     (sl__fold16); the last n % 16 terms follow one by one with fma onto the folded sum.
+ *   canonical sum (sl__sum_canon): the same with adds.
+ *   quantized dot (matmul_q): per 32-block the 8 exact int32 sums of elements 4j..4j+3 (j = 0..7) go into
+ *     8 lane accumulators, acc_j = fma(d_w * d_x, (float)isum_j, acc_j); lanes fold 8 -> 1 (sl__fold8);
+ *     Q4_1 adds a separate chain ms = fma(m_w, s_x, ms) over blocks, and the result is fold8 + ms.
+ *   exp (sl__exp_canon): Cephes' range reduction and degree-6 polynomial in fma form, 2^n applied as two
+ *     exact power-of-two multiplies (so results down to the subnormal range need no special case).
+ *
+ * The price is that the scalar path calls fmaf() (one instruction where the CPU has FMA; a slower libm
+ * routine on pre-2013 x86 parts, which are not a serving target).
+ *
+ * SIMD code is compiled with function-level target attributes (no per-file flags), so the library runs on
+ * any x86-64 and picks the path at run time; on other architectures only the scalar code is built.
+ */
+#ifndef SL_KCPU_IMPL_H
+#define SL_KCPU_IMPL_H
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kcpu.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SL_KCPU_X86 1
+#include <immintrin.h>
+/* Feature sets of the paths. AVX2 always comes with FMA and F16C on real parts (Haswell onwards); the
+ * detection in cpu_features.c checks all three anyway. */
+#define SL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SL_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#else
+#define SL_KCPU_X86 0
+#endif
+
+#define SL_INLINE static inline __attribute__((always_inline))
+
+/* GGML's quantizers round x * id + 0.5 in two steps; a compiler that fuses them into one fma (GCC does in
+ * GNU C mode on FMA targets) would change which way ties fall and break byte equality with llama.cpp. */
+#if defined(__clang__)
+#define SL_EXACT_FP
+#else
+#define SL_EXACT_FP __attribute__((optimize("fp-contract=off")))
+#endif
+
+/* ---- the dispatch state (cpu_features.c) ----------------------------------------------------------- */
+
+/* Level in use; -1 until sl_kcpu_init ran. Read on every kernel call. */
+extern atomic_int sl__kcpu_level_v;
+/* 1 if the integer dot products may use VNNI (vpdpbusd) at the current level: AVX512-VNNI at the AVX-512
+ * level, AVX-VNNI at the AVX2 level. The results are identical either way (the integer sums are exact). */
+int sl__kcpu_use_vnni512(void);
+int sl__kcpu_use_avxvnni(void);
+/* Tests: allow (1) or forbid (0) VNNI so the pmaddubsw paths can be compared on a VNNI machine. */
+void sl__kcpu_allow_vnni(int allow);
+
+static inline sl_simd_level sl__kcpu_level(void) {
+    int l = atomic_load_explicit(&sl__kcpu_level_v, memory_order_relaxed);
+    if (l < 0) {
+        sl_kcpu_init();
+        l = atomic_load_explicit(&sl__kcpu_level_v, memory_order_relaxed);
+    }
+    return (sl_simd_level)l;
+}
+
+/* ---- canonical scalar recipes (the reference every SIMD path reproduces) ---------------------------- */
+
+static inline float sl__fold8(const float a[8]) {
+    float s4[4], s2[2];
+    for (int l = 0; l < 4; l++) s4[l] = a[l] + a[l + 4];
+    for (int l = 0; l < 2; l++) s2[l] = s4[l] + s4[l + 2];
+    return s2[0] + s2[1];
+}
+
+static inline float sl__fold16(const float a[16]) {
+    float s8[8];
+    for (int l = 0; l < 8; l++) s8[l] = a[l] + a[l + 8];
+    return sl__fold8(s8);
+}
+
+/* Sum of a[k] * b[k] for k in [n16, n) onto s, one fma at a time: the tail of the canonical dot. */
+static inline float sl__dot_tail(const float *a, const float *b, int n16, int n, float s) {
+    for (int k = n16; k < n; k++) s = fmaf(a[k], b[k], s);
+    return s;
+}
+
+static inline float sl__dot_canon(const float *a, const float *b, int n) {
+    float acc[16] = {0};
+    int n16 = n & ~15;
+    for (int k = 0; k < n16; k += 16)
+        for (int l = 0; l < 16; l++) acc[l] = fmaf(a[k + l], b[k + l], acc[l]);
+    return sl__dot_tail(a, b, n16, n, sl__fold16(acc));
+}
+
+static inline float sl__sum_canon(const float *a, int n) {
+    float acc[16] = {0};
+    int n16 = n & ~15;
+    for (int k = 0; k < n16; k += 16)
+        for (int l = 0; l < 16; l++) acc[l] += a[k + l];
+    float s = sl__fold16(acc);
+    for (int k = n16; k < n; k++) s += a[k];
+    return s;
+}
+
+/* exp clamps its argument to [-104, 89]: below, every result is under half the smallest subnormal (0 after
+ * rounding); above, over FLT_MAX (inf). Inside, n = rint(x log2 e) stays in [-150, 129], so 2^n splits
+ * into two factors 2^(n>>1), 2^(n - n>>1) with normal exponents. */
+#define SL_EXP_LO (-104.0f)
+#define SL_EXP_HI 89.0f
+#define SL_EXP_LOG2E 1.44269504088896341f
+#define SL_EXP_LN2_HI 0.693359375f     /* ln 2 split so n * LN2_HI is exact (Cephes C1) */
+#define SL_EXP_LN2_LO (-2.12194440e-4f) /* ln 2 - LN2_HI (Cephes C2) */
+#define SL_EXP_P0 1.9875691500e-4f       /* Cephes expf minimax coefficients on [-ln2/2, ln2/2] */
+#define SL_EXP_P1 1.3981999507e-3f
+#define SL_EXP_P2 8.3334519073e-3f
+#define SL_EXP_P3 4.1665795894e-2f
+#define SL_EXP_P4 1.6666665459e-1f
+#define SL_EXP_P5 5.0000001201e-1f
+
+static inline float sl__f32_from_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint32_t sl__f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float sl__exp_canon(float x) {
+    if (x != x) return x + x;
+    x = x < SL_EXP_LO ? SL_EXP_LO : x;
+    x = x > SL_EXP_HI ? SL_EXP_HI : x;
+    float n = rintf(x * SL_EXP_LOG2E);
+    float r = fmaf(n, -SL_EXP_LN2_HI, x);
+    r = fmaf(n, -SL_EXP_LN2_LO, r);
+    float z = r * r;
+    float p = SL_EXP_P0;
+    p = fmaf(p, r, SL_EXP_P1);
+    p = fmaf(p, r, SL_EXP_P2);
+    p = fmaf(p, r, SL_EXP_P3);
+    p = fmaf(p, r, SL_EXP_P4);
+    p = fmaf(p, r, SL_EXP_P5);
+    float e = fmaf(p, z, r) + 1.0f;
+    int ni = (int)n;
+    int n1 = ni >= 0 ? ni / 2 : -((1 - ni) / 2); /* floor(ni / 2), as the vector code's arithmetic shift */
+    int n2 = ni - n1;
+    e *= sl__f32_from_bits((uint32_t)(n1 + 127) << 23);
+    e *= sl__f32_from_bits((uint32_t)(n2 + 127) << 23);
+    return e;
+}
+
+/* ---- conversions and quantization helpers (convert.c) ----------------------------------------------- */
+
+/* Dequantizes elements [k0, k1) of one row (k0, k1 multiples of the block for quantized types). */
+void sl__dequantize_range(int type, const void *row, int64_t k0, int64_t k1, float *dst);
+
+/* ---- per-instruction-set entry points --------------------------------------------------------------- */
+#if SL_KCPU_X86
+/* matmul_q_x86.c: the whole sl_k_matmul_q for one variant (maddubs, AVX-VNNI, AVX512-VNNI). */
+void sl__matmul_q_avx2(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
+                       size_t xq_row_bytes, int n_rows, float *y, int ldy);
+void sl__matmul_q_avxvnni(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
+                          const void *xq, size_t xq_row_bytes, int n_rows, float *y, int ldy);
+void sl__matmul_q_avx512vnni(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
+                             const void *xq, size_t xq_row_bytes, int n_rows, float *y, int ldy);
+#endif
+
+/* matmul_f32.c: register-tile kernels accumulate the 16 canonical lanes of R x C dot products over
+ * k in [0, n16) (n16 a multiple of 16) onto acc[r * C + c][16]; the driver folds and adds tails. */
+typedef void (*sl__f32_tile_fn)(const float *const *x, const float *const *w, int n16, float (*acc)[16]);
+
+#endif /* SL_KCPU_IMPL_H */

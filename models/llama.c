@@ -1,0 +1,350 @@
+/*
+ * llama.c — the llama architecture: weights read from GGUF, and forward() over one flat batch.
+ *
+ * The forward pass treats the whole step as one matrix: every weight of every layer is applied once to all
+ * the step's tokens (this is where batching pays), then each token attends to its own sequence through the
+ * paged KV cache. Hyperparameters come from `llama.*` keys. RoPE is llama GGUF's "normal" layout (adjacent
+ * pairs within a head; the converter permuted Q and K for it). Families with the other RoPE layout (qwen2,
+ * ...) and unsupported rope scalings are refused at load with a message.
+ *
+ * All compute goes through the backend (runtime/backend.h); this file decides shapes and order only.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "gguf.h"
+#include "kcpu.h"
+#include "llama.h"
+#include "sl_util.h"
+
+typedef struct llama_layer {
+    const float *attn_norm; /* [n_embd] */
+    const float *ffn_norm;  /* [n_embd] */
+    sl_weight wq;           /* [n_head * head_dim][n_embd] */
+    sl_weight wk;           /* [n_head_kv * head_dim][n_embd] */
+    sl_weight wv;           /* [n_head_kv * head_dim][n_embd] */
+    sl_weight wo;           /* [n_embd][n_head * head_dim] */
+    sl_weight w_gate;       /* [n_ff][n_embd] */
+    sl_weight w_up;         /* [n_ff][n_embd] */
+    sl_weight w_down;       /* [n_embd][n_ff] */
+} llama_layer;
+
+typedef struct llama_ctx {
+    sl_backend *backend;
+    const sl_model_hparams *hp;
+    sl_weight tok_embd;        /* [n_vocab][n_embd] */
+    sl_weight output;          /* [n_vocab][n_embd]; the token embedding when tied */
+    const float *output_norm;  /* [n_embd] */
+    llama_layer *layers;       /* [n_layer] */
+    float **owned;             /* norm vectors converted to f32 at load (F16/BF16 files), freed with the model */
+    int n_owned;
+
+    /* KV cache: per layer, [n_slots][n_head_kv][head_dim] in kv_type */
+    void **k_pool, **v_pool;
+    size_t pool_bytes;         /* bytes of one pool (one layer's K or V) */
+    int kv_type;
+    int block_size;
+    int64_t n_slots;
+
+    /* Activations, each [cap_tokens][width] f32, grown to the largest step seen. */
+    int cap_tokens;
+    float *x;    /* [T][n_embd] residual stream */
+    float *xb;   /* [T][n_embd] normed input of a block */
+    float *xb2;  /* [T][n_embd] block output */
+    float *q;    /* [T][n_head * head_dim] */
+    float *k;    /* [T][n_head_kv * head_dim] */
+    float *v;    /* [T][n_head_kv * head_dim] */
+    float *att;  /* [T][n_head * head_dim] attention output */
+    float *ffg;  /* [T][n_ff] gate, then silu(gate) * up */
+    float *ffu;  /* [T][n_ff] up */
+    int32_t *row_seq;   /* [T] */
+    int32_t *row_n_ctx; /* [T] */
+    int32_t *out_ids;   /* [T] tokens wanting output, compacted */
+} llama_ctx;
+
+/* ---- loading ---------------------------------------------------------------------------------------------------- */
+static sl_status get_tensor(const sl_gguf *g, const char *name, int64_t ne0, int64_t ne1,
+                            const sl_gguf_tensor **out) {
+    const sl_gguf_tensor *t = sl_gguf_find_tensor(g, name);
+    *out = t;
+    if (!t) return sl__errorf(SL_BAD_FORMAT, "tensor '%s' is missing", name);
+    int64_t want1 = ne1 > 0 ? ne1 : 1;
+    int dims_ok = t->ne[0] == ne0 && t->ne[1] == want1 && t->ne[2] == 1 && t->ne[3] == 1;
+    if (!dims_ok)
+        return sl__errorf(SL_BAD_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
+                          (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                          (long long)ne0, (long long)want1);
+    return SL_OK;
+}
+
+static sl_status load_weight(llama_ctx *c, const sl_gguf *g, const char *name, int n_in, int n_out, sl_weight *w) {
+    const sl_gguf_tensor *t;
+    sl_status st = get_tensor(g, name, n_in, n_out, &t);
+    if (st != SL_OK) return st;
+    if (!sl_dtype_supported(t->type))
+        return sl__errorf(SL_UNSUPPORTED, "tensor '%s' has type %s, which Sluice cannot compute with yet", name,
+                          sl_dtype_name(t->type) ? sl_dtype_name(t->type) : "unknown");
+    w->type = t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->row_bytes = sl_dtype_row_bytes(t->type, n_in);
+    if (w->row_bytes == 0)
+        return sl__errorf(SL_BAD_FORMAT, "tensor '%s': row length %d is not a multiple of %s's block", name, n_in,
+                          sl_dtype_name(t->type));
+    if (!c->backend->iface->weights_in_host_memory)
+        return sl__errorf(SL_UNSUPPORTED, "backend %s needs weight upload, not implemented yet",
+                          c->backend->iface->name);
+    w->data = t->data;
+    return SL_OK;
+}
+
+static sl_status load_norm(llama_ctx *c, const sl_gguf *g, const char *name, int n, const float **out) {
+    const sl_gguf_tensor *t;
+    sl_status st = get_tensor(g, name, n, 1, &t);
+    if (st != SL_OK) return st;
+    if (t->type == SL_DTYPE_F32) {
+        *out = t->data;
+        return SL_OK;
+    }
+    if (t->type != SL_DTYPE_F16 && t->type != SL_DTYPE_BF16)
+        return sl__errorf(SL_UNSUPPORTED, "norm tensor '%s' has type %s; expected f32, f16 or bf16", name,
+                          sl_dtype_name(t->type) ? sl_dtype_name(t->type) : "unknown");
+    float *f = sl__malloc((size_t)n * sizeof(float));
+    float **owned = sl__realloc(c->owned, (size_t)(c->n_owned + 1) * sizeof *owned);
+    if (!f || !owned) {
+        free(f);
+        if (owned) c->owned = owned;
+        return sl__errorf(SL_OUT_OF_MEMORY, "norm '%s'", name);
+    }
+    c->owned = owned;
+    c->owned[c->n_owned++] = f;
+    sl_k_dequantize_row(t->type, t->data, f, n);
+    *out = f;
+    return SL_OK;
+}
+
+static void llama_free(void *ctx) {
+    llama_ctx *c = ctx;
+    if (!c) return;
+    sl_backend *b = c->backend;
+    if (c->k_pool) {
+        for (int l = 0; l < c->hp->n_layer; l++) {
+            sl_backend_buf_free(b, c->k_pool[l], c->pool_bytes);
+            sl_backend_buf_free(b, c->v_pool[l], c->pool_bytes);
+        }
+    }
+    free(c->k_pool);
+    free(c->v_pool);
+    float **bufs[] = {&c->x, &c->xb, &c->xb2, &c->q, &c->k, &c->v, &c->att, &c->ffg, &c->ffu};
+    for (size_t i = 0; i < SL_ARRAY_LEN(bufs); i++) free(*bufs[i]);
+    free(c->row_seq);
+    free(c->row_n_ctx);
+    free(c->out_ids);
+    for (int i = 0; i < c->n_owned; i++) free(c->owned[i]);
+    free(c->owned);
+    free(c->layers);
+    free(c);
+}
+
+sl_status sl_llama_load(const sl_gguf *g, const sl_model_hparams *hp, sl_backend *backend, void **ctx_out) {
+    *ctx_out = NULL;
+    llama_ctx *c = sl__calloc(1, sizeof *c);
+    if (!c) return sl__errorf(SL_OUT_OF_MEMORY, "llama context");
+    c->backend = backend;
+    c->hp = hp;
+    sl_status st = SL_OK;
+    int E = hp->n_embd, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    c->layers = sl__calloc((size_t)hp->n_layer, sizeof *c->layers);
+    if (!c->layers) {
+        st = sl__errorf(SL_OUT_OF_MEMORY, "llama layers");
+        goto fail;
+    }
+    if ((st = load_weight(c, g, "token_embd.weight", E, hp->n_vocab, &c->tok_embd)) != SL_OK) goto fail;
+    if ((st = load_norm(c, g, "output_norm.weight", E, &c->output_norm)) != SL_OK) goto fail;
+    if (sl_gguf_find_tensor(g, "output.weight")) {
+        if ((st = load_weight(c, g, "output.weight", E, hp->n_vocab, &c->output)) != SL_OK) goto fail;
+    } else {
+        c->output = c->tok_embd; /* tied embeddings */
+    }
+    for (int l = 0; l < hp->n_layer; l++) {
+        llama_layer *L = &c->layers[l];
+        char name[96];
+#define LW(field, suffix, n_in, n_out)                                                                              \
+    snprintf(name, sizeof name, "blk.%d." suffix ".weight", l);                                                     \
+    if ((st = load_weight(c, g, name, n_in, n_out, &L->field)) != SL_OK) goto fail
+        LW(wq, "attn_q", E, qd);
+        LW(wk, "attn_k", E, kvd);
+        LW(wv, "attn_v", E, kvd);
+        LW(wo, "attn_output", qd, E);
+        LW(w_gate, "ffn_gate", E, hp->n_ff);
+        LW(w_up, "ffn_up", E, hp->n_ff);
+        LW(w_down, "ffn_down", hp->n_ff, E);
+#undef LW
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        if ((st = load_norm(c, g, name, E, &L->attn_norm)) != SL_OK) goto fail;
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        if ((st = load_norm(c, g, name, E, &L->ffn_norm)) != SL_OK) goto fail;
+    }
+    *ctx_out = c;
+    return SL_OK;
+fail:
+    llama_free(c);
+    return st;
+}
+
+/* ---- KV cache ---------------------------------------------------------------------------------------------------- */
+size_t sl_llama_kv_block_bytes(const sl_model_hparams *hp, int block_size, int kv_type) {
+    size_t el = kv_type == SL_DTYPE_F16 ? 2 : 4;
+    return 2 * (size_t)hp->n_layer * (size_t)block_size * (size_t)hp->n_head_kv * (size_t)hp->head_dim * el;
+}
+
+sl_status sl_llama_kv_alloc(void *ctx, int n_blocks, int block_size, int kv_type) {
+    llama_ctx *c = ctx;
+    const sl_model_hparams *hp = c->hp;
+    if (c->k_pool) {
+        for (int l = 0; l < hp->n_layer; l++) {
+            sl_backend_buf_free(c->backend, c->k_pool[l], c->pool_bytes);
+            sl_backend_buf_free(c->backend, c->v_pool[l], c->pool_bytes);
+        }
+        free(c->k_pool);
+        free(c->v_pool);
+        c->k_pool = c->v_pool = NULL;
+    }
+    size_t el = kv_type == SL_DTYPE_F16 ? 2 : 4;
+    c->n_slots = (int64_t)n_blocks * block_size;
+    c->pool_bytes = (size_t)c->n_slots * (size_t)hp->n_head_kv * (size_t)hp->head_dim * el;
+    c->kv_type = kv_type;
+    c->block_size = block_size;
+    c->k_pool = sl__calloc((size_t)hp->n_layer, sizeof(void *));
+    c->v_pool = sl__calloc((size_t)hp->n_layer, sizeof(void *));
+    if (!c->k_pool || !c->v_pool) return sl__errorf(SL_OUT_OF_MEMORY, "KV pool table");
+    for (int l = 0; l < hp->n_layer; l++) {
+        sl_status st = sl_backend_alloc(c->backend, c->pool_bytes, &c->k_pool[l]);
+        if (st == SL_OK) st = sl_backend_alloc(c->backend, c->pool_bytes, &c->v_pool[l]);
+        if (st != SL_OK) return sl__error_prefix(st, "KV cache of %d blocks", n_blocks);
+    }
+    return SL_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------------------------------------ */
+static sl_status ensure_capacity(llama_ctx *c, int n_tokens) {
+    if (n_tokens <= c->cap_tokens) return SL_OK;
+    const sl_model_hparams *hp = c->hp;
+    size_t T = (size_t)n_tokens, E = (size_t)hp->n_embd, qd = (size_t)hp->n_head * (size_t)hp->head_dim,
+           kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim, F = (size_t)hp->n_ff;
+    struct { float **p; size_t n; } bufs[] = {
+        {&c->x, T * E},   {&c->xb, T * E},   {&c->xb2, T * E},  {&c->q, T * qd},  {&c->k, T * kvd},
+        {&c->v, T * kvd}, {&c->att, T * qd}, {&c->ffg, T * F},  {&c->ffu, T * F},
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(bufs); i++) {
+        float *p = sl__realloc(*bufs[i].p, bufs[i].n * sizeof(float));
+        if (!p) return sl__errorf(SL_OUT_OF_MEMORY, "activations for %d tokens", n_tokens);
+        *bufs[i].p = p;
+    }
+    int32_t **ibufs[] = {&c->row_seq, &c->row_n_ctx, &c->out_ids};
+    for (size_t i = 0; i < SL_ARRAY_LEN(ibufs); i++) {
+        int32_t *p = sl__realloc(*ibufs[i], T * sizeof(int32_t));
+        if (!p) return sl__errorf(SL_OUT_OF_MEMORY, "activations for %d tokens", n_tokens);
+        *ibufs[i] = p;
+    }
+    c->cap_tokens = n_tokens;
+    return SL_OK;
+}
+
+#define CHECK(call)                                                                                                  \
+    do {                                                                                                             \
+        sl_status st_ = (call);                                                                                      \
+        if (st_ != SL_OK) return st_;                                                                                \
+    } while (0)
+
+static sl_status llama_forward(void *ctx, const sl_batch *b) {
+    llama_ctx *c = ctx;
+    const sl_model_hparams *hp = c->hp;
+    sl_backend *be = c->backend;
+    int T = b->n_tokens;
+    if (T <= 0) return SL_OK;
+    if (!c->k_pool) return sl__errorf(SL_INTERNAL, "forward before the KV cache was allocated");
+    for (int i = 0; i < T; i++) {
+        if (b->slot[i] < 0 || b->slot[i] >= c->n_slots)
+            return sl__errorf(SL_INTERNAL, "batch row %d: KV slot %lld outside the pool", i, (long long)b->slot[i]);
+        if (b->seq[i] < 0 || b->seq[i] >= b->n_seqs)
+            return sl__errorf(SL_INTERNAL, "batch row %d: sequence %d outside [0, %d)", i, b->seq[i], b->n_seqs);
+    }
+    CHECK(ensure_capacity(c, T));
+    const int E = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, F = hp->n_ff;
+    for (int i = 0; i < T; i++) {
+        c->row_seq[i] = b->seq[i];
+        c->row_n_ctx[i] = b->pos[i] + 1;
+    }
+    sl_attn_args aa = {
+        .kv_type = c->kv_type, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd,
+        .block_size = c->block_size, .scale = 1.0f / sqrtf((float)hd), .block_tables = b->block_tables,
+        .row_seq = c->row_seq, .row_n_ctx = c->row_n_ctx,
+    };
+
+    CHECK(sl_backend_get_rows(be, &c->tok_embd, b->tokens, T, c->x));
+    for (int l = 0; l < hp->n_layer; l++) {
+        const llama_layer *L = &c->layers[l];
+        /* attention block */
+        CHECK(sl_backend_rms_norm(be, c->x, L->attn_norm, c->xb, T, E, hp->rms_eps));
+        CHECK(sl_backend_matmul(be, &L->wq, c->xb, T, c->q));
+        CHECK(sl_backend_matmul(be, &L->wk, c->xb, T, c->k));
+        CHECK(sl_backend_matmul(be, &L->wv, c->xb, T, c->v));
+        CHECK(sl_backend_rope(be, c->q, b->pos, T, hp->n_head, hd, hp->n_rot, hp->rope_freq_base, hp->rope_freq_scale));
+        CHECK(sl_backend_rope(be, c->k, b->pos, T, hp->n_head_kv, hd, hp->n_rot, hp->rope_freq_base,
+                              hp->rope_freq_scale));
+        CHECK(sl_backend_kv_store(be, c->k_pool[l], c->v_pool[l], c->kv_type, c->k, c->v, b->slot, T, hp->n_head_kv,
+                                  hd));
+        aa.k_pool = c->k_pool[l];
+        aa.v_pool = c->v_pool[l];
+        CHECK(sl_backend_attention(be, c->q, c->att, T, &aa));
+        CHECK(sl_backend_matmul(be, &L->wo, c->att, T, c->xb2));
+        CHECK(sl_backend_add(be, c->x, c->xb2, (size_t)T * E));
+        /* MLP block */
+        CHECK(sl_backend_rms_norm(be, c->x, L->ffn_norm, c->xb, T, E, hp->rms_eps));
+        CHECK(sl_backend_matmul(be, &L->w_gate, c->xb, T, c->ffg));
+        CHECK(sl_backend_matmul(be, &L->w_up, c->xb, T, c->ffu));
+        CHECK(sl_backend_swiglu(be, c->ffg, c->ffu, c->ffg, T, F));
+        CHECK(sl_backend_matmul(be, &L->w_down, c->ffg, T, c->xb2));
+        CHECK(sl_backend_add(be, c->x, c->xb2, (size_t)T * E));
+    }
+    (void)qd;
+    (void)kvd;
+
+    /* Outputs: only the rows that asked go through the final norm and the (large) output product. */
+    int n_logits = 0, n_hidden = 0;
+    for (int i = 0; i < T; i++) {
+        if (b->output[i] == SL_OUT_NONE) continue;
+        memmove(c->xb + (size_t)(n_logits + n_hidden) * E, c->x + (size_t)i * E, (size_t)E * sizeof(float));
+        c->out_ids[n_logits + n_hidden] = b->output[i];
+        if (b->output[i] == SL_OUT_LOGITS)
+            n_logits++;
+        else
+            n_hidden++;
+    }
+    int n_out = n_logits + n_hidden;
+    if (n_out == 0) return SL_OK;
+    CHECK(sl_backend_rms_norm(be, c->xb, c->output_norm, c->xb, n_out, E, hp->rms_eps));
+    /* Split rows by kind, keeping batch order within each. */
+    int li = 0, hi = 0;
+    for (int j = 0; j < n_out; j++) {
+        const float *row = c->xb + (size_t)j * E;
+        if (c->out_ids[j] == SL_OUT_LOGITS)
+            memmove(c->xb2 + (size_t)li++ * E, row, (size_t)E * sizeof(float));
+        else if (b->hidden)
+            memcpy(b->hidden + (size_t)hi++ * E, row, (size_t)E * sizeof(float));
+    }
+    if (n_logits > 0) {
+        if (!b->logits) return sl__errorf(SL_INTERNAL, "batch asks for logits but gives no buffer");
+        CHECK(sl_backend_matmul(be, &c->output, c->xb2, n_logits, b->logits));
+    }
+    return SL_OK;
+}
+
+const sl_model_iface sl_llama_iface = {
+    /* .name = */ "llama",
+    /* .forward = */ llama_forward,
+    /* .free = */ llama_free,
+};

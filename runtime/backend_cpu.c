@@ -1,0 +1,304 @@
+/*
+ * backend_cpu.c — the CPU backend: the model's operations on host memory, split over the compute pool.
+ *
+ * Each operation splits its work into disjoint ranges (output columns of a product, (row, head) pairs of
+ * attention, rows of a norm) and calls a kernel from kernels/cpu on each range. The split never changes a
+ * value: every kernel computes each output with a fixed reduction order, so the result of a row is the same
+ * whatever the number of threads or rows (batch invariance, see kcpu.h).
+ *
+ * Precision: in the fast mode the activations of a product with quantized weights are quantized once per row
+ * (Q8_0/Q8_1) and the product runs on integers; the exact mode keeps them f32.
+ *
+ * OpenBLAS runs single-threaded: its own spinning workers would fight ours for the same cores.
+ */
+#include <cblas.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "backend.h"
+#include "kcpu.h"
+#include "sl_util.h"
+#include "threadpool.h"
+
+/* Allocations at least this large are mapped, so untouched pages (most of a fresh KV pool) cost nothing. */
+#define SL_CPU_MMAP_THRESHOLD (1u << 20)
+/* Below this many elements a row operation runs on the calling thread: waking workers would cost more. */
+#define SL_CPU_PARALLEL_MIN_ELEMS 16384
+
+typedef struct sl_cpu_ctx {
+    sl_threadpool *pool;
+    sl_precision precision;
+    int max_ctx;
+    float *attn_scratch;   /* [n_threads][max_ctx] attention scores, one row per thread */
+    uint8_t *xq;           /* quantized activations, [n_rows][row bytes]; grows to the largest batch seen */
+    size_t xq_cap;
+} sl_cpu_ctx;
+
+/* ---- memory ------------------------------------------------------------------------------------------------ */
+static sl_status cpu_alloc(void *ctx, size_t bytes, void **out) {
+    (void)ctx;
+    void *p;
+    if (bytes >= SL_CPU_MMAP_THRESHOLD) {
+        p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) p = NULL;
+    } else {
+        p = sl__malloc(bytes);
+    }
+    if (!p) return sl__errorf(SL_OUT_OF_MEMORY, "cannot allocate %zu bytes of host memory", bytes);
+    *out = p;
+    return SL_OK;
+}
+
+static void cpu_buf_free(void *ctx, void *ptr, size_t bytes) {
+    (void)ctx;
+    if (bytes >= SL_CPU_MMAP_THRESHOLD)
+        munmap(ptr, bytes);
+    else
+        free(ptr);
+}
+
+static sl_status cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx;
+    memcpy(dst, src, bytes);
+    return SL_OK;
+}
+
+/* ---- matmul ------------------------------------------------------------------------------------------------ */
+typedef struct {
+    const sl_weight *w;
+    const float *x;
+    const uint8_t *xq;
+    size_t xq_row_bytes;
+    int act_type;
+    int n_rows;
+    float *y;
+} sl_mm_task;
+
+static void mm_quantize_task(void *arg, int ith, int nth) {
+    sl_mm_task *t = arg;
+    int r0, r1;
+    sl_split_range(t->n_rows, 1, ith, nth, &r0, &r1);
+    for (int r = r0; r < r1; r++)
+        sl_k_quantize_row(t->act_type, t->x + (size_t)r * t->w->n_in, (uint8_t *)t->xq + (size_t)r * t->xq_row_bytes,
+                          t->w->n_in);
+}
+
+static void mm_task(void *arg, int ith, int nth) {
+    sl_mm_task *t = arg;
+    const sl_weight *w = t->w;
+    int o0, o1;
+    /* 16-column units keep each thread's share a whole number of the kernels' register tiles. */
+    sl_split_range(w->n_out, 16, ith, nth, &o0, &o1);
+    if (o0 >= o1) return;
+    if (t->xq)
+        sl_k_matmul_q(w->type, w->data, w->row_bytes, o0, o1, w->n_in, t->xq, t->xq_row_bytes, t->n_rows, t->y,
+                      w->n_out);
+    else
+        sl_k_matmul_f32(w->type, w->data, w->row_bytes, o0, o1, w->n_in, t->x, w->n_in, t->n_rows, t->y, w->n_out);
+}
+
+static sl_status cpu_matmul(void *ctx, const sl_weight *w, const float *x, int n_rows, float *y) {
+    sl_cpu_ctx *c = ctx;
+    sl_mm_task t = {.w = w, .x = x, .n_rows = n_rows, .y = y, .act_type = -1};
+    if (c->precision == SL_PRECISION_FAST) t.act_type = sl_k_act_type(w->type);
+    if (t.act_type >= 0) {
+        t.xq_row_bytes = sl_dtype_row_bytes(t.act_type, w->n_in);
+        size_t need = t.xq_row_bytes * (size_t)n_rows;
+        if (need > c->xq_cap) {
+            /* Grows to the largest step seen (bounded by max_num_batched_tokens), then never again. */
+            uint8_t *p = sl__realloc(c->xq, need);
+            if (!p) return sl__errorf(SL_OUT_OF_MEMORY, "activation buffer of %zu bytes", need);
+            c->xq = p;
+            c->xq_cap = need;
+        }
+        t.xq = c->xq;
+        if ((size_t)n_rows * (size_t)w->n_in >= SL_CPU_PARALLEL_MIN_ELEMS)
+            sl_threadpool_run(c->pool, mm_quantize_task, &t);
+        else
+            mm_quantize_task(&t, 0, 1);
+    }
+    sl_threadpool_run(c->pool, mm_task, &t);
+    return SL_OK;
+}
+
+static sl_status cpu_get_rows(void *ctx, const sl_weight *w, const int32_t *ids, int n, float *out) {
+    (void)ctx;
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= w->n_out)
+            return sl__errorf(SL_INVALID_ARGUMENT, "token id %d outside the vocabulary [0, %d)", ids[i], w->n_out);
+        sl_k_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)ids[i] * w->row_bytes,
+                            out + (size_t)i * w->n_in, w->n_in);
+    }
+    return SL_OK;
+}
+
+/* ---- row operations ------------------------------------------------------------------------------------------ */
+typedef struct {
+    const float *x, *weight, *up;
+    float *y;
+    const int32_t *pos;
+    int n_rows, dim, n_heads, head_dim, n_rot;
+    float eps, freq_base, freq_scale;
+} sl_row_task;
+
+static void rms_norm_task(void *arg, int ith, int nth) {
+    sl_row_task *t = arg;
+    int r0, r1;
+    sl_split_range(t->n_rows, 1, ith, nth, &r0, &r1);
+    for (int r = r0; r < r1; r++)
+        sl_k_rms_norm(t->x + (size_t)r * t->dim, t->weight, t->y + (size_t)r * t->dim, t->dim, t->eps);
+}
+
+static void rope_task(void *arg, int ith, int nth) {
+    sl_row_task *t = arg;
+    int r0, r1;
+    sl_split_range(t->n_rows, 1, ith, nth, &r0, &r1);
+    for (int r = r0; r < r1; r++)
+        sl_k_rope(t->y + (size_t)r * t->n_heads * t->head_dim, t->n_heads, t->head_dim, t->n_rot, t->pos[r],
+                  t->freq_base, t->freq_scale);
+}
+
+static void swiglu_task(void *arg, int ith, int nth) {
+    sl_row_task *t = arg;
+    int r0, r1;
+    sl_split_range(t->n_rows, 1, ith, nth, &r0, &r1);
+    for (int r = r0; r < r1; r++)
+        sl_k_swiglu(t->x + (size_t)r * t->dim, t->up + (size_t)r * t->dim, t->y + (size_t)r * t->dim, t->dim);
+}
+
+static void run_rows(sl_cpu_ctx *c, sl_task_fn fn, sl_row_task *t, size_t n_elems) {
+    if (n_elems >= SL_CPU_PARALLEL_MIN_ELEMS && t->n_rows > 1)
+        sl_threadpool_run(c->pool, fn, t);
+    else
+        fn(t, 0, 1);
+}
+
+static sl_status cpu_rms_norm(void *ctx, const float *x, const float *weight, float *y, int n_rows, int dim,
+                              float eps) {
+    sl_row_task t = {.x = x, .weight = weight, .y = y, .n_rows = n_rows, .dim = dim, .eps = eps};
+    run_rows(ctx, rms_norm_task, &t, (size_t)n_rows * (size_t)dim);
+    return SL_OK;
+}
+
+static sl_status cpu_rope(void *ctx, float *x, const int32_t *pos, int n_rows, int n_heads, int head_dim, int n_rot,
+                          float freq_base, float freq_scale) {
+    sl_row_task t = {.y = x, .pos = pos, .n_rows = n_rows, .n_heads = n_heads, .head_dim = head_dim,
+                     .n_rot = n_rot, .freq_base = freq_base, .freq_scale = freq_scale};
+    run_rows(ctx, rope_task, &t, (size_t)n_rows * (size_t)n_heads * (size_t)head_dim * 8);
+    return SL_OK;
+}
+
+static sl_status cpu_swiglu(void *ctx, const float *gate, const float *up, float *out, int n_rows, int n) {
+    sl_row_task t = {.x = gate, .up = up, .y = out, .n_rows = n_rows, .dim = n};
+    run_rows(ctx, swiglu_task, &t, (size_t)n_rows * (size_t)n);
+    return SL_OK;
+}
+
+static sl_status cpu_add(void *ctx, float *y, const float *x, size_t n) {
+    (void)ctx;
+    sl_k_add(y, x, (int64_t)n);
+    return SL_OK;
+}
+
+/* ---- KV cache and attention ------------------------------------------------------------------------------------ */
+static sl_status cpu_kv_store(void *ctx, void *k_pool, void *v_pool, int kv_type, const float *k, const float *v,
+                              const int64_t *slots, int n_rows, int n_head_kv, int head_dim) {
+    (void)ctx;
+    size_t row = (size_t)n_head_kv * (size_t)head_dim;
+    for (int r = 0; r < n_rows; r++) {
+        sl_k_kv_store(k_pool, kv_type, slots[r], k + r * row, n_head_kv, head_dim);
+        sl_k_kv_store(v_pool, kv_type, slots[r], v + r * row, n_head_kv, head_dim);
+    }
+    return SL_OK;
+}
+
+typedef struct {
+    sl_cpu_ctx *c;
+    const float *q;
+    float *out;
+    int n_rows;
+    const sl_attn_args *a;
+} sl_attn_task;
+
+static void attn_task(void *arg, int ith, int nth) {
+    sl_attn_task *t = arg;
+    const sl_attn_args *a = t->a;
+    /* Units are (row, KV-head group): the query heads sharing one KV head stay together (cache reuse). */
+    int group = a->n_head / a->n_head_kv;
+    int n_units = t->n_rows * a->n_head_kv;
+    int u0, u1;
+    sl_split_range(n_units, 1, ith, nth, &u0, &u1);
+    float *scratch = t->c->attn_scratch + (size_t)ith * (size_t)t->c->max_ctx;
+    size_t row = (size_t)a->n_head * (size_t)a->head_dim;
+    for (int u = u0; u < u1; u++) {
+        int r = u / a->n_head_kv, g = u % a->n_head_kv;
+        sl_k_attention(t->q + r * row, t->out + r * row, g * group, (g + 1) * group, a->n_head, a->n_head_kv,
+                       a->head_dim, a->k_pool, a->v_pool, a->kv_type, a->block_tables[a->row_seq[r]], a->block_size,
+                       a->row_n_ctx[r], a->scale, scratch);
+    }
+}
+
+static sl_status cpu_attention(void *ctx, const float *q, float *out, int n_rows, const sl_attn_args *a) {
+    sl_cpu_ctx *c = ctx;
+    for (int r = 0; r < n_rows; r++)
+        if (a->row_n_ctx[r] < 1 || a->row_n_ctx[r] > c->max_ctx)
+            return sl__errorf(SL_INVALID_ARGUMENT, "attention context %d outside [1, %d]", a->row_n_ctx[r],
+                              c->max_ctx);
+    sl_attn_task t = {.c = c, .q = q, .out = out, .n_rows = n_rows, .a = a};
+    sl_threadpool_run(c->pool, attn_task, &t);
+    return SL_OK;
+}
+
+static void cpu_free(void *ctx) {
+    sl_cpu_ctx *c = ctx;
+    if (!c) return;
+    sl_threadpool_free(c->pool);
+    free(c->attn_scratch);
+    free(c->xq);
+    free(c);
+}
+
+static const sl_backend_iface sl_cpu_iface = {
+    /* .name = */ "cpu",
+    /* .free = */ cpu_free,
+    /* .alloc = */ cpu_alloc,
+    /* .buf_free = */ cpu_buf_free,
+    /* .upload = */ cpu_copy,
+    /* .download = */ cpu_copy,
+    /* .synchronize = */ NULL,
+    /* .weights_in_host_memory = */ 1,
+    /* .matmul = */ cpu_matmul,
+    /* .get_rows = */ cpu_get_rows,
+    /* .rms_norm = */ cpu_rms_norm,
+    /* .rope = */ cpu_rope,
+    /* .swiglu = */ cpu_swiglu,
+    /* .add = */ cpu_add,
+    /* .kv_store = */ cpu_kv_store,
+    /* .attention = */ cpu_attention,
+};
+
+sl_status sl_backend_cpu_create(const sl_backend_cpu_params *p, sl_backend *out) {
+    out->iface = NULL;
+    out->ctx = NULL;
+    if (p->max_ctx < 1) return sl__errorf(SL_INVALID_ARGUMENT, "cpu backend: max_ctx %d < 1", p->max_ctx);
+    sl_kcpu_init();
+    openblas_set_num_threads(1);
+    sl_cpu_ctx *c = sl__calloc(1, sizeof *c);
+    if (!c) return sl__errorf(SL_OUT_OF_MEMORY, "cpu backend");
+    c->precision = p->precision;
+    c->max_ctx = p->max_ctx;
+    sl_status st = sl_threadpool_create(p->n_threads, &c->pool);
+    if (st != SL_OK) goto fail;
+    c->attn_scratch = sl__malloc((size_t)sl_threadpool_size(c->pool) * (size_t)c->max_ctx * sizeof(float));
+    if (!c->attn_scratch) {
+        st = sl__errorf(SL_OUT_OF_MEMORY, "attention scratch");
+        goto fail;
+    }
+    out->iface = &sl_cpu_iface;
+    out->ctx = c;
+    return SL_OK;
+fail:
+    cpu_free(c);
+    return st;
+}
