@@ -3,10 +3,10 @@
  *
  * Shape of the work, for a 49152-entry vocabulary on the engine thread: a few linear passes (clean the row,
  * optional log-sum-exp for logprobs, gather the finite candidates, exponentiate) and no full sort. top-k is a
- * selection (introselect: quickselect with a heapsort fallback) of the k best; top-p sorts only as many of the
- * best candidates as the nucleus needs, pulling them out of the rest in doubling chunks (64, 128, ...), so a
- * peaked distribution costs one selection of 64; min-p is a filter, since it is relative to the best token,
- * which top-k and top-p always keep. The order of candidates is total (probability, then lowest id first), so
+ * selection (introselect: quickselect with a heapsort fallback) of the k best, exponentiating only those;
+ * top-p is a quickselect steered by probability mass instead of rank, which finds the nucleus in expected
+ * O(n) and never sorts it; min-p is a filter, since it is relative to the best token, which top-k and top-p
+ * always keep. The order of candidates is total (probability, then lowest id first), so
  * the kept set and the draw do not depend on how the selection happened to pivot: a (seed, stream) pair gives
  * the same tokens on every run.
  *
@@ -18,16 +18,22 @@
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 #include "sl_util.h"
 
 /* Below this temperature sampling is greedy: dividing by it would overflow the logits to infinities, and the
  * distribution is a point mass anyway (vLLM's _SAMPLING_EPS). */
 #define SL_SAMPLE_GREEDY_TEMPERATURE 1e-5f
-/* First chunk of best candidates that top-p sorts; most nuclei of instruct models fit in it. */
-#define SL_SAMPLE_TOP_P_CHUNK 64
 /* Below this many elements, insertion sort beats quicksort's partitioning. */
 #define SL_SAMPLE_INSERTION_MAX 16
+/* Up to this k, top-k keeps a heap of the best seen in one pass; beyond it, introselect. */
+#define SL_SAMPLE_HEAP_K_MAX 1024
+/* The top-p prefilter buckets candidates by scaled logit: SL_SAMPLE_BUCKETS buckets of equal width over
+ * [-SL_SAMPLE_BUCKET_RANGE, 0]; lower ones (relative probability below e^-32 ~ 1e-14) share the last. 256
+ * buckets of width 1/8 keep the bucket that holds the nucleus boundary down to a few percent of the tokens. */
+#define SL_SAMPLE_BUCKETS 256
+#define SL_SAMPLE_BUCKET_RANGE 32.0f
 /* The largest vocabulary we accept: ids are int32 and the scratch is 16 bytes per entry (~4 GiB at 2^28). */
 #define SL_SAMPLE_MAX_VOCAB (1 << 28)
 
@@ -41,6 +47,7 @@ struct sl_sampler_scratch {
     float *logits;   /* [n_vocab] f32: this call's processed logits */
     sl__cand *cand;  /* [n_vocab] tokens still in the running, reordered by selection and sorting */
     uint32_t *count; /* [n_vocab] occurrences in prompt/output while a call runs; all zero between calls */
+    double bucket_mass[SL_SAMPLE_BUCKETS]; /* top-p prefilter: probability mass per scaled-logit bucket */
 };
 
 /* ---- rng ---------------------------------------------------------------------------------------------- */
@@ -209,10 +216,25 @@ static void sl__cand_select(sl__cand *c, size_t lo, size_t hi, size_t k) {
     if (k > lo && k < hi) sl__insertion_sort(c, lo, hi);
 }
 
+/* Moves the k best of c[0, n) into c[0, k) (k < n) with a heap of the k best seen so far, worst at the root:
+ * for small k almost every element costs one well-predicted comparison with the root, where quickselect would
+ * partition the whole array several times. */
+static void sl__cand_top_k_heap(sl__cand *c, size_t n, size_t k) {
+    for (size_t i = k / 2; i-- > 0;) sl__sift_down(c, 0, i, k);
+    for (size_t j = k; j < n; j++) {
+        if (!sl__better(&c[j], &c[0])) continue;
+        sl__swap(&c[0], &c[j]);
+        sl__sift_down(c, 0, 0, k);
+    }
+}
+
 /* ---- sampling ----------------------------------------------------------------------------------------- */
 
 /* NaN is -inf (never chosen) and +inf the largest float (chosen, without poisoning softmax with inf - inf). */
-static float sl__clean(float x) { return isnan(x) ? -INFINITY : x == INFINITY ? FLT_MAX : x; }
+static float sl__clean(float x) {
+    x = x == x ? x : -INFINITY; /* written as selects, not calls, so the loops over the vocabulary vectorise */
+    return x > FLT_MAX ? FLT_MAX : x;
+}
 
 static sl_status sl__check_ids(const int32_t *ids, size_t n, int n_vocab, const char *what) {
     if (n && !ids) return sl__errorf(SL_INVALID_ARGUMENT, "sampler: %zu %s tokens but no array", n, what);
@@ -264,7 +286,10 @@ static sl_status sl__check(const sl_sample_input *in, const sl_sampler_scratch *
  * Returns lse (-inf if no logit is finite). */
 static double sl__raw_logprobs(const float *raw, int n_vocab, int k, sl_sample_output *out) {
     float m = -INFINITY;
-    for (int i = 0; i < n_vocab; i++) m = fmaxf(m, sl__clean(raw[i]));
+    for (int i = 0; i < n_vocab; i++) {
+        float x = sl__clean(raw[i]);
+        m = x > m ? x : m;
+    }
     out->n_top = 0;
     if (m == -INFINITY) return -INFINITY;
     double sum = 0.0;
@@ -330,6 +355,41 @@ static int32_t sl__argmax(const float *w, int n) {
     return best;
 }
 
+/* Rearranges c[0, n) so that c[0, keep) is the nucleus: the smallest best-first prefix whose mass reaches
+ * target (never empty); returns keep and puts the prefix's mass in *mass. A quickselect steered by mass
+ * instead of rank, so expected O(n) and no sort beyond the last small range. */
+static size_t sl__cand_nucleus(sl__cand *c, size_t n, double target, double *mass) {
+    size_t lo = 0, hi = n;
+    double before = 0.0; /* mass of c[0, lo), all better than c[lo, hi); below target unless lo == 0 */
+    size_t depth = sl__depth_limit(n);
+    while (hi - lo > SL_SAMPLE_INSERTION_MAX && depth-- > 0) {
+        size_t p = sl__partition(c, lo, hi);
+        double left = 0.0;
+        for (size_t j = lo; j < p; j++) left += c[j].v;
+        if (before + left >= target && p > lo) { /* the boundary lies among the better ones */
+            hi = p;
+            continue;
+        }
+        before += left;
+        if (before + c[p].v >= target) { /* the pivot completes the nucleus */
+            *mass = before + c[p].v;
+            return p + 1;
+        }
+        before += c[p].v;
+        lo = p + 1;
+    }
+    sl__cand_sort(c, lo, hi); /* small, or the pivots were defeated (introsort falls back to heapsort) */
+    for (size_t j = lo; j < hi; j++) {
+        if (j > 0 && before >= target) {
+            *mass = before;
+            return j;
+        }
+        before += c[j].v;
+    }
+    *mass = before;
+    return hi;
+}
+
 /* Temperature, top-k, top-p, min-p and the draw, over the processed logits. */
 static int32_t sl__draw(const sl_sample_input *in, sl_rng *rng, sl_sampler_scratch *s) {
     const sl_sampling_params *p = in->params;
@@ -337,44 +397,59 @@ static int32_t sl__draw(const sl_sample_input *in, sl_rng *rng, sl_sampler_scrat
     sl__cand *c = s->cand;
     int32_t top = sl__argmax(w, in->n_vocab);
     if (top < 0) return -1;
-    const float m = fminf(w[top], FLT_MAX), inv_t = 1.0f / p->temperature;
+    const float m = w[top] > FLT_MAX ? FLT_MAX : w[top], inv_t = 1.0f / p->temperature;
+    const int select_k = p->top_k > 0 && p->top_k < in->n_vocab;
+    const int prefilter = !select_k && p->top_p < 1.0f;
+    const float bucket_scale = SL_SAMPLE_BUCKETS / SL_SAMPLE_BUCKET_RANGE;
+    double *mass = s->bucket_mass;
+    if (prefilter) memset(mass, 0, sizeof s->bucket_mass);
     size_t n = 0;
+    double z = 0.0;
     for (int i = 0; i < in->n_vocab; i++) {
         if (!(w[i] > -INFINITY)) continue;
-        c[n].v = (fminf(w[i], FLT_MAX) - m) * inv_t; /* <= 0; the best is exactly 0 */
+        float v = ((w[i] > FLT_MAX ? FLT_MAX : w[i]) - m) * inv_t; /* <= 0; the best is exactly 0 */
+        if (!select_k) {
+            float e = expf(v); /* probability relative to the best token, whose exp(0) is 1 */
+            z += e;
+            if (prefilter) {
+                float b = -v * bucket_scale;
+                mass[b < (float)(SL_SAMPLE_BUCKETS - 1) ? (int)b : SL_SAMPLE_BUCKETS - 1] += e;
+            }
+            v = e;
+        }
+        c[n].v = v;
         c[n].id = i;
         n++;
     }
-    if (p->top_k > 0 && (size_t)p->top_k < n) {
-        sl__cand_select(c, 0, n, (size_t)p->top_k);
-        n = (size_t)p->top_k;
-    }
-    double z = 0.0;
-    for (size_t j = 0; j < n; j++) {
-        c[j].v = expf(c[j].v); /* the best is exp(0) = 1: probabilities relative to the most likely token */
-        z += c[j].v;
+    if (select_k) { /* the k best by scaled logit, then exponentiate only those */
+        size_t k = (size_t)p->top_k;
+        if (k < n) {
+            if (k <= SL_SAMPLE_HEAP_K_MAX) sl__cand_top_k_heap(c, n, k);
+            else sl__cand_select(c, 0, n, k);
+            n = k;
+        }
+        for (size_t j = 0; j < n; j++) {
+            c[j].v = expf(c[j].v);
+            z += c[j].v;
+        }
     }
     if (p->top_p < 1.0f) {
-        /* Smallest best-first prefix whose mass reaches top_p (at least one token), sorting chunk by chunk. */
         const double target = (double)p->top_p * z;
-        double cum = 0.0;
-        size_t sorted = 0, chunk = SL_SAMPLE_TOP_P_CHUNK, keep = n;
-        while (sorted < n && keep == n) {
-            size_t hi = n - sorted > chunk ? sorted + chunk : n;
-            if (hi < n) sl__cand_select(c, sorted, n, hi);
-            sl__cand_sort(c, sorted, hi);
-            for (size_t j = sorted; j < hi; j++) {
-                if (j > 0 && cum >= target) {
-                    keep = j;
-                    break;
-                }
-                cum += c[j].v;
+        if (prefilter) {
+            /* The nucleus is a best-first prefix, so it lies within the buckets whose cumulative mass first
+             * reaches the target; one more bucket absorbs rounding at bucket edges. Drop everything below. */
+            double cum = 0.0;
+            int b = 0;
+            while (b < SL_SAMPLE_BUCKETS - 1 && (cum += mass[b]) < target) b++;
+            if (b + 1 < SL_SAMPLE_BUCKETS - 1) {
+                const float floor_v = expf(-(float)(b + 2) / bucket_scale);
+                size_t kept = 0;
+                for (size_t j = 0; j < n; j++)
+                    if (c[j].v >= floor_v) c[kept++] = c[j];
+                n = kept;
             }
-            sorted = hi;
-            chunk *= 2;
         }
-        n = keep;
-        z = cum;
+        n = sl__cand_nucleus(c, n, target, &z);
     }
     if (p->min_p > 0.0f) {
         size_t kept = 0;

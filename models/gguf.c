@@ -15,9 +15,9 @@
  * place, because the mapping gives no alignment guarantees to a fuzzer's buffer), and every count is checked
  * against the bytes that could possibly hold it before anything is allocated. Nothing is copied out of the
  * file: keys, names, strings and tensor data are pointers into the mapping. What the loaders need fast is
- * indexed once at open: keys and tensor names in open-addressing hash tables (the model loader looks up
- * hundreds of names) and every string array as a table of element offsets (the tokenizer reads 50k strings
- * by index), so every lookup afterwards is O(1).
+ * indexed once at open: keys and tensor names in sorted indexes for binary search (the model loader looks
+ * up hundreds of names) and every string array as a table of element offsets (the tokenizer reads 50k strings
+ * by index), so lookups afterwards are O(log n) and O(1).
  */
 #include "gguf.h"
 
@@ -91,11 +91,19 @@ static size_t gguf_value_size(sl_gguf_type t) {
 }
 
 /* ---- the opened file ------------------------------------------------------------------------------------ */
-/* Open-addressing hash table of indices into kvs[] or tensors[]: slots[] holds index + 1 (0 = empty), the
- * capacity is a power of two at least twice the entry count, so probes stay short. */
+/* Names sorted for binary search. A sorted index rather than a hash table because the names come from the
+ * file: an unkeyed hash lets a hostile file put a million names in one probe chain (quadratic open), while
+ * sorting is O(n log n) whatever the names are, and a lookup (log2(272) = 9 compares for the default model)
+ * costs about what hashing the name would. Duplicates end up adjacent, which is how they are found. */
+typedef struct gguf_name_ref {
+    const char *data; /* the name, inside the file */
+    uint64_t len;
+    int64_t i;        /* index into kvs[] or tensors[] */
+} gguf_name_ref;
+
 typedef struct gguf_index {
-    uint32_t *slots; /* [cap] */
-    uint64_t cap;
+    gguf_name_ref *refs; /* [n], sorted by name bytes (then length), then by index */
+    int64_t n;
 } gguf_index;
 
 struct sl_gguf {
@@ -186,53 +194,59 @@ static sl_status gguf_read_name(gguf_cursor *c, sl_gguf_str *out, const char *wh
     return SL_OK;
 }
 
-/* ---- hashing -------------------------------------------------------------------------------------------- */
-static uint64_t gguf_hash(const char *s, uint64_t len) {
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a 64: offset basis and prime from the FNV spec */
-    for (uint64_t i = 0; i < len; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
-    return h;
+/* ---- name index --------------------------------------------------------------------------------------- */
+static int gguf_name_cmp(const char *a, uint64_t a_len, const char *b, uint64_t b_len) {
+    int c = memcmp(a, b, SL_MIN(a_len, b_len));
+    if (c) return c;
+    return (a_len > b_len) - (a_len < b_len);
+}
+
+static int gguf_ref_cmp(const void *x, const void *y) {
+    const gguf_name_ref *a = x, *b = y;
+    int c = gguf_name_cmp(a->data, a->len, b->data, b->len);
+    return c ? c : (a->i > b->i) - (a->i < b->i);
 }
 
 static int gguf_str_eq_n(sl_gguf_str a, const char *b, uint64_t b_len) {
     return a.len == b_len && memcmp(a.data, b, b_len) == 0;
 }
 
-static sl_status gguf_index_init(gguf_index *ix, uint64_t n) {
-    uint64_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
-    ix->slots = sl__calloc(cap, sizeof *ix->slots);
-    if (!ix->slots) return sl__errorf(SL_OUT_OF_MEMORY, "out of memory for a %" PRIu64 "-slot GGUF index", cap);
-    ix->cap = cap;
+/* Sorts the n names; on a duplicate returns SL_BAD_FORMAT with *dup_a < *dup_b its two indices (no message:
+ * the caller knows whether they are keys or tensors). */
+static sl_status gguf_index_build(gguf_index *ix, const sl_gguf_str *names, size_t stride, int64_t n, int64_t *dup_a,
+                                  int64_t *dup_b) {
+    ix->refs = sl__malloc((size_t)(n ? n : 1) * sizeof *ix->refs);
+    if (!ix->refs) return sl__errorf(SL_OUT_OF_MEMORY, "out of memory for an index of %" PRId64 " names", n);
+    ix->n = n;
+    for (int64_t i = 0; i < n; i++) {
+        const sl_gguf_str *s = (const sl_gguf_str *)((const char *)names + (size_t)i * stride);
+        ix->refs[i] = (gguf_name_ref){s->data, s->len, i};
+    }
+    qsort(ix->refs, (size_t)n, sizeof *ix->refs, gguf_ref_cmp);
+    for (int64_t i = 1; i < n; i++) {
+        const gguf_name_ref *a = &ix->refs[i - 1], *b = &ix->refs[i];
+        if (a->len == b->len && memcmp(a->data, b->data, a->len) == 0) {
+            *dup_a = a->i;
+            *dup_b = b->i;
+            return SL_BAD_FORMAT;
+        }
+    }
     return SL_OK;
 }
 
-/* Inserts entry i named `name`; returns the index of an existing entry of that name, or -1 if inserted. */
-static int64_t gguf_index_insert(gguf_index *ix, sl_gguf_str name, int64_t i,
-                                 sl_gguf_str (*name_of)(const sl_gguf *, int64_t), const sl_gguf *g) {
-    uint64_t mask = ix->cap - 1;
-    for (uint64_t s = gguf_hash(name.data, name.len) & mask;; s = (s + 1) & mask) {
-        if (ix->slots[s] == 0) {
-            ix->slots[s] = (uint32_t)(i + 1);
-            return -1;
-        }
-        int64_t j = (int64_t)ix->slots[s] - 1;
-        if (gguf_str_eq_n(name_of(g, j), name.data, name.len)) return j;
+static int64_t gguf_index_find(const gguf_index *ix, const char *name) {
+    if (!ix->refs || !name) return -1;
+    uint64_t len = strlen(name);
+    int64_t lo = 0, hi = ix->n; /* the name, if present, is in refs[lo .. hi) */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        int c = gguf_name_cmp(ix->refs[mid].data, ix->refs[mid].len, name, len);
+        if (c == 0) return ix->refs[mid].i;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
     }
+    return -1;
 }
-
-static int64_t gguf_index_find(const gguf_index *ix, const char *name, sl_gguf_str (*name_of)(const sl_gguf *, int64_t),
-                               const sl_gguf *g) {
-    if (!ix->slots || !name) return -1;
-    uint64_t len = strlen(name), mask = ix->cap - 1;
-    for (uint64_t s = gguf_hash(name, len) & mask;; s = (s + 1) & mask) {
-        if (ix->slots[s] == 0) return -1;
-        int64_t j = (int64_t)ix->slots[s] - 1;
-        if (gguf_str_eq_n(name_of(g, j), name, len)) return j;
-    }
-}
-
-static sl_gguf_str gguf_kv_name(const sl_gguf *g, int64_t i) { return g->kvs[i].key; }
-static sl_gguf_str gguf_tensor_name(const sl_gguf *g, int64_t i) { return g->tensors[i].name; }
 
 /* ---- metadata values ------------------------------------------------------------------------------------ */
 /* Validates and skips one value of type t (the type field already read). Arrays: elements of fixed size are
@@ -416,15 +430,12 @@ static sl_status gguf_index_strings(sl_gguf *g) {
 }
 
 static sl_status gguf_build_kv_index(sl_gguf *g) {
-    sl_status st = gguf_index_init(&g->kv_index, (uint64_t)g->n_kv);
-    if (st) return st;
-    for (int64_t i = 0; i < g->n_kv; i++) {
-        int64_t j = gguf_index_insert(&g->kv_index, g->kvs[i].key, i, gguf_kv_name, g);
-        if (j >= 0)
-            return sl__errorf(SL_BAD_FORMAT, "duplicate metadata key '%.*s' (key-values %" PRId64 " and %" PRId64 ")",
-                              (int)SL_MIN(g->kvs[i].key.len, GGUF_MSG_NAME_MAX), g->kvs[i].key.data, j, i);
-    }
-    return SL_OK;
+    int64_t a, b;
+    sl_status st = gguf_index_build(&g->kv_index, &g->kvs[0].key, sizeof *g->kvs, g->n_kv, &a, &b);
+    if (st == SL_BAD_FORMAT)
+        return sl__errorf(SL_BAD_FORMAT, "duplicate metadata key '%.*s' (key-values %" PRId64 " and %" PRId64 ")",
+                          (int)SL_MIN(g->kvs[b].key.len, GGUF_MSG_NAME_MAX), g->kvs[b].key.data, a, b);
+    return st;
 }
 
 static sl_status gguf_read_alignment(sl_gguf *g) {
@@ -512,15 +523,12 @@ static sl_status gguf_parse_tensor_info(sl_gguf *g, gguf_cursor *c, int64_t i, s
 }
 
 static sl_status gguf_build_tensor_index(sl_gguf *g) {
-    sl_status st = gguf_index_init(&g->tensor_index, (uint64_t)g->n_tensors);
-    if (st) return st;
-    for (int64_t i = 0; i < g->n_tensors; i++) {
-        int64_t j = gguf_index_insert(&g->tensor_index, g->tensors[i].name, i, gguf_tensor_name, g);
-        if (j >= 0)
-            return sl__errorf(SL_BAD_FORMAT, "duplicate tensor name '%.*s' (tensors %" PRId64 " and %" PRId64 ")",
-                              (int)SL_MIN(g->tensors[i].name.len, GGUF_MSG_NAME_MAX), g->tensors[i].name.data, j, i);
-    }
-    return SL_OK;
+    int64_t a, b;
+    sl_status st = gguf_index_build(&g->tensor_index, &g->tensors[0].name, sizeof *g->tensors, g->n_tensors, &a, &b);
+    if (st == SL_BAD_FORMAT)
+        return sl__errorf(SL_BAD_FORMAT, "duplicate tensor name '%.*s' (tensors %" PRId64 " and %" PRId64 ")",
+                          (int)SL_MIN(g->tensors[b].name.len, GGUF_MSG_NAME_MAX), g->tensors[b].name.data, a, b);
+    return st;
 }
 
 /* Sorting tensors by offset, for the overlap check. */
@@ -687,9 +695,9 @@ void sl_gguf_close(sl_gguf *g) {
     free(g->kvs);
     free(g->kv_str_first);
     free(g->str_pos);
-    free(g->kv_index.slots);
+    free(g->kv_index.refs);
     free(g->tensors);
-    free(g->tensor_index.slots);
+    free(g->tensor_index.refs);
     free(g);
 }
 
@@ -710,13 +718,13 @@ const sl_gguf_tensor *sl_gguf_tensor_at(const sl_gguf *g, int64_t i) {
 
 const sl_gguf_kv *sl_gguf_find_kv(const sl_gguf *g, const char *key) {
     if (!g) return NULL;
-    int64_t i = gguf_index_find(&g->kv_index, key, gguf_kv_name, g);
+    int64_t i = gguf_index_find(&g->kv_index, key);
     return i < 0 ? NULL : &g->kvs[i];
 }
 
 const sl_gguf_tensor *sl_gguf_find_tensor(const sl_gguf *g, const char *name) {
     if (!g) return NULL;
-    int64_t i = gguf_index_find(&g->tensor_index, name, gguf_tensor_name, g);
+    int64_t i = gguf_index_find(&g->tensor_index, name);
     return i < 0 ? NULL : &g->tensors[i];
 }
 

@@ -383,7 +383,8 @@ static sl_status encode_word(const sl_tokenizer *t, bpe_scratch *s, const unsign
         /* Not in the vocabulary: its byte-level characters one by one (llama.cpp looks up single raw bytes,
          * which loses every non-ASCII one; characters lose nothing where the vocabulary has all 256). */
         for (int32_t k = 0; k < y->n;) {
-            size_t cl = SL_MIN(sl_utf8_seq_len((unsigned char)s->wbuf[y->start + k]), (size_t)(y->n - k));
+            uint32_t cp;
+            size_t cl = sl_utf8_decode((const unsigned char *)s->wbuf + y->start + k, (size_t)(y->n - k), &cp);
             int32_t cid = sl__tok_lookup(t, s->wbuf + y->start + k, cl);
             if (cid >= 0 && (st = sl__tok_ids_push(out, cid)) != SL_OK) return st;
             k += (int32_t)cl;

@@ -2,7 +2,8 @@
  * tok_spm.c — SentencePiece BPE (tokenizer.ggml.model "llama"), as llama.cpp's llm_tokenizer_spm_session.
  *
  * A raw fragment gets "▁" (U+2581) in place of every space, plus one in front when add_space_prefix is set
- * and the fragment starts the text or follows a special token. It is then cut into UTF-8 characters, and
+ * and the fragment starts the text or follows a special token. It is then cut into UTF-8 characters (an
+ * invalid byte alone), and
  * adjacent symbols are merged while some adjacent pair spells a vocabulary token, always the pair whose token
  * has the highest score (leftmost among equals); a binary heap of candidate pairs keeps that O(n log n).
  * Symbols left that are not tokens fall back to byte tokens <0xXX>.
@@ -47,7 +48,7 @@ typedef struct spm_pair {
 } spm_pair;
 
 typedef struct spm_scratch {
-    char *buf;      /* [3 * (len + 1)] the escaped fragment: every byte may become "▁" (3 bytes), plus the prefix */
+    char *buf;      /* [escaped bytes] the fragment with each space as "▁" (3 bytes), plus the prefix */
     spm_sym *sym;   /* [escaped bytes] */
     spm_pair *heap; /* [3 * escaped bytes]: n - 1 initial pairs plus at most 2 per merge */
     size_t cap, n_heap;
@@ -132,9 +133,13 @@ static sl_status encode_fragment(const sl_tokenizer *t, spm_scratch *s, const ch
     }
     SL_ASSERT(k == n);
 
+    /* One symbol per character. llama.cpp sizes a character by its first byte alone, so a stray lead byte
+     * swallows the next bytes, "▁" included, and the text comes back altered; decoding strictly gives valid
+     * text the same symbols and keeps every invalid byte on its own. */
     int32_t n_sym = 0;
     for (size_t i = 0; i < n; n_sym++) {
-        size_t cl = SL_MIN(sl_utf8_seq_len((unsigned char)s->buf[i]), n - i);
+        uint32_t cp;
+        size_t cl = sl_utf8_decode((const unsigned char *)s->buf + i, n - i, &cp);
         s->sym[n_sym] = (spm_sym){(int32_t)i, (int32_t)cl, n_sym - 1, i + cl < n ? n_sym + 1 : -1};
         i += cl;
     }

@@ -165,12 +165,6 @@ static sl_status build_tokens(sl_tokenizer *t, const sl_vocab_spec *spec) {
     return SL_OK;
 }
 
-static int text_in(const char *txt, size_t len, const char *const *list, size_t n_list) {
-    for (size_t i = 0; i < n_list; i++)
-        if (strlen(list[i]) == len && memcmp(list[i], txt, len) == 0) return 1;
-    return 0;
-}
-
 /* End-of-turn and end-of-generation tokens, as llama.cpp finds them. */
 static void mark_eog(sl_tokenizer *t) {
     if (t->eot < 0) {

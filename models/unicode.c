@@ -222,13 +222,6 @@ static const sl_urange sl_uranges[] = {
 #undef N
 #undef S
 
-size_t sl_utf8_seq_len(unsigned char lead) {
-    /* Indexed by the high nibble: 0x0-0xB one byte (ASCII, or a stray continuation), 0xC-0xD two, 0xE three,
-     * 0xF four. */
-    static const uint8_t len_by_nibble[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
-    return len_by_nibble[lead >> 4];
-}
-
 size_t sl_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
     unsigned char b = s[0];
     if (b < 0x80) {

@@ -26,9 +26,6 @@
 size_t sl_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 /* Writes cp (<= U+10FFFF) as UTF-8 into out; returns its length (1 to 4). */
 size_t sl_utf8_encode(uint32_t cp, char out[4]);
-/* Length of a sequence from its first byte alone, as llama.cpp's unicode_len_utf8 (continuation and invalid
- * lead bytes count 1). SentencePiece splits its symbols this way. */
-size_t sl_utf8_seq_len(unsigned char lead);
 /* The class of a codepoint (SL_UCLASS_*), 0 for SL_UTF8_INVALID. */
 unsigned sl_unicode_class(uint32_t cp);
 

@@ -14,7 +14,7 @@
  * keeps a mistaken --config model.gguf from being slurped) and fed to libyaml's event parser, which we walk as
  * a tiny state machine that accepts exactly one flat mapping of scalars.
  */
-#include "config.h"
+#include "sluice/config.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -402,7 +402,7 @@ static int sl__cfg_distance(const char *a, const char *b) {
     return row[lb];
 }
 
-const char *sl_config_suggest(const char *name) {
+SL_API const char *sl_config_suggest(const char *name) {
     while (*name == '-') name++;
     char norm[SL__CFG_NAME_MAX + 1];
     size_t n = strlen(name);
@@ -427,7 +427,7 @@ const char *sl_config_suggest(const char *name) {
 
 /* ---- init / free -------------------------------------------------------------------------------------------- */
 
-void sl_config_init(sl_config *c) {
+SL_API void sl_config_init(sl_config *c) {
     memset(c, 0, sizeof *c);
     for (int i = 0; i < SL_CONFIG_N_KEYS; i++) {
         const sl__cfg_key *k = &sl__cfg_keys[i];
@@ -441,7 +441,7 @@ void sl_config_init(sl_config *c) {
     }
 }
 
-void sl_config_free(sl_config *c) {
+SL_API void sl_config_free(sl_config *c) {
     for (int i = 0; i < SL_CONFIG_N_KEYS; i++)
         if (c->owned_[i]) free((void *)*(const char **)sl__cfg_field(c, &sl__cfg_keys[i]));
     free((void *)c->config_path);
@@ -715,7 +715,7 @@ static sl_status sl__cfg_scan_args(sl_config *c, int argc, char **argv, char **r
     return SL_OK;
 }
 
-sl_status sl_config_load(sl_config *c, int argc, char **argv, char **rest, int *n_rest) {
+SL_API sl_status sl_config_load(sl_config *c, int argc, char **argv, char **rest, int *n_rest) {
     if (n_rest) *n_rest = 0;
     if (argc < 0 || (argc > 0 && !argv) || (rest && !n_rest))
         return sl__errorf(SL_INVALID_ARGUMENT, "sl_config_load: bad arguments");
@@ -731,14 +731,7 @@ sl_status sl_config_load(sl_config *c, int argc, char **argv, char **rest, int *
     }
     if (c->config_path && c->config_path[0] && (st = sl__cfg_load_file(c, c->config_path)) != SL_OK) return st;
     if ((st = sl__cfg_load_env(c)) != SL_OK) return st;
-    if ((st = sl__cfg_scan_args(c, argc, argv, rest, n_rest, 1)) != SL_OK) return st;
-    if (!c->model[0]) {
-        sl__cfg_value v = {.s = sl_default_model_path()};
-        if (!v.s) return sl__errorf(SL_OUT_OF_MEMORY, "model: out of memory");
-        st = sl__cfg_store(c, SL_CONFIG_KEY_model, &v, 0);
-        c->owned_[SL_CONFIG_KEY_model] = 1; /* the path was allocated for us: ours to free */
-    }
-    return st;
+    return sl__cfg_scan_args(c, argc, argv, rest, n_rest, 1);
 }
 
 /* ---- printing ------------------------------------------------------------------------------------------------- */
@@ -758,6 +751,11 @@ static int sl__cfg_print_quoted(FILE *f, const char *s) {
     return n + fprintf(f, "\"");
 }
 
+/* Text in a YAML comment: a control character (a newline in a path) would end the comment, so it shows as '?'. */
+static void sl__cfg_print_comment(FILE *f, const char *s) {
+    for (; *s; s++) fputc((unsigned char)*s < 0x20 ? '?' : *s, f);
+}
+
 /* The value of row idx as YAML text; returns the characters written. */
 static int sl__cfg_print_value(FILE *f, const sl_config *c, int idx) {
     const sl__cfg_key *k = &sl__cfg_keys[idx];
@@ -774,12 +772,12 @@ static int sl__cfg_print_value(FILE *f, const sl_config *c, int idx) {
     return 0;
 }
 
-void sl_config_print(const sl_config *c, FILE *f) {
+SL_API void sl_config_print(const sl_config *c, FILE *f) {
     fprintf(f, "# Sluice's effective configuration (--print-config); usable as a --config file.\n"
                "# Precedence: flag > environment > file > default.\n");
     if (c->config_path && c->config_path[0]) {
         fprintf(f, "# file: ");
-        for (const char *p = c->config_path; *p; p++) fputc((unsigned char)*p < 0x20 ? '?' : *p, f);
+        sl__cfg_print_comment(f, c->config_path);
         fputc('\n', f);
     }
     const char *group = NULL;
@@ -792,7 +790,17 @@ void sl_config_print(const sl_config *c, FILE *f) {
         fprintf(f, "%*s# ", n < 40 ? 40 - n : 1, "");
         char name[8 + SL__CFG_NAME_MAX];
         switch ((sl_config_source)c->source[i]) {
-        case SL_CONFIG_SRC_DEFAULT: fprintf(f, "default\n"); break;
+        case SL_CONFIG_SRC_DEFAULT:
+            if (i == SL_CONFIG_KEY_model && !c->model[0]) { /* say which file "empty" means now */
+                char *path = sl_default_model_path();
+                fprintf(f, "default: ");
+                sl__cfg_print_comment(f, path ? path : "the default model in the cache");
+                fputc('\n', f);
+                free(path);
+                break;
+            }
+            fprintf(f, "default\n");
+            break;
         case SL_CONFIG_SRC_FILE: fprintf(f, "file, line %d\n", c->source_line[i]); break;
         case SL_CONFIG_SRC_ENV: sl__cfg_env_name(k, name, sizeof name), fprintf(f, "env %s\n", name); break;
         case SL_CONFIG_SRC_FLAG: sl__cfg_flag_name(k, name, sizeof name), fprintf(f, "flag %s\n", name); break;
@@ -833,7 +841,7 @@ static void sl__cfg_wrap(FILE *f, const char *text, int indent, int width) {
 /* Help is wrapped at 100 columns: readable in half a wide screen, and a terminal rarely is narrower. */
 #define SL__CFG_HELP_WIDTH 100
 
-void sl_config_help(FILE *f) {
+SL_API void sl_config_help(FILE *f) {
     char line[512], text[2048], flag[4 + SL__CFG_NAME_MAX], env[8 + SL__CFG_NAME_MAX], list[256], a[32], b[32];
     sl__cfg_wrap(f,
                  "Settings. Each one is a --flag, a key of the YAML file named by --config FILE (or $SLUICE_CONFIG), "
@@ -921,9 +929,7 @@ void sl_config_help(FILE *f) {
 
 static const char *sl__cfg_or_null(const char *s) { return s && *s ? s : NULL; }
 
-void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p) {
-    memset(p, 0, sizeof *p);
-    p->struct_size = sizeof *p;
+SL_API void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p) {
     p->model_path = sl__cfg_or_null(c->model);
     p->served_model_name = sl__cfg_or_null(c->served_model_name);
     p->chat_template = sl__cfg_or_null(c->chat_template);

@@ -15,7 +15,7 @@ static const char *sl__env_nonempty(const char *name) {
     return v && *v ? v : NULL;
 }
 
-char *sl_default_model_path(void) {
+SL_API char *sl_default_model_path(void) {
     const char *model = sl__env_nonempty("SLUICE_MODEL");
     if (model) return sl__strdup(model);
 

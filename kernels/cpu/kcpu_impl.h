@@ -166,10 +166,47 @@ static inline float sl__exp_canon(float x) {
     return e;
 }
 
+#if SL_KCPU_X86
+/* sl__exp_canon on 8 lanes. max/min return their second operand when one is NaN, so NaN passes through. */
+SL_TARGET_AVX2 SL_INLINE __m256 sl__exp8_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_set1_ps(SL_EXP_HI), _mm256_max_ps(_mm256_set1_ps(SL_EXP_LO), x));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(SL_EXP_LOG2E)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-SL_EXP_LN2_HI), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-SL_EXP_LN2_LO), r);
+    const __m256 z = _mm256_mul_ps(r, r);
+    __m256 p = _mm256_set1_ps(SL_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SL_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SL_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SL_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SL_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SL_EXP_P5));
+    __m256 e = _mm256_add_ps(_mm256_fmadd_ps(p, z, r), _mm256_set1_ps(1.0f));
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    e = _mm256_mul_ps(e, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23)));
+    return _mm256_mul_ps(e, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23)));
+}
+
+/* Canonical 16 -> 1 fold of lanes 0-7 (lo) and 8-15 (hi), as sl__fold16. */
+SL_TARGET_AVX2 SL_INLINE float sl__fold16_avx2(__m256 lo, __m256 hi) {
+    const __m256 s8 = _mm256_add_ps(lo, hi);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+}
+#endif
+
 /* ---- conversions and quantization helpers (convert.c) ----------------------------------------------- */
 
 /* Dequantizes elements [k0, k1) of one row (k0, k1 multiples of the block for quantized types). */
 void sl__dequantize_range(int type, const void *row, int64_t k0, int64_t k1, float *dst);
+
+/* ---- shared pieces of ops.c ----------------------------------------------------------------------------- */
+
+/* x[i] = exp(x[i] - max) for i < n; returns the canonical sum of the results. */
+float sl__exp_sum(float *x, int n, float max);
 
 /* ---- per-instruction-set entry points --------------------------------------------------------------- */
 #if SL_KCPU_X86
@@ -182,8 +219,20 @@ void sl__matmul_q_avx512vnni(int wtype, const void *w, size_t w_row_bytes, int o
                              const void *xq, size_t xq_row_bytes, int n_rows, float *y, int ldy);
 #endif
 
-/* matmul_f32.c: register-tile kernels accumulate the 16 canonical lanes of R x C dot products over
- * k in [0, n16) (n16 a multiple of 16) onto acc[r * C + c][16]; the driver folds and adds tails. */
+/* Register-tile kernels of the f32 product (matmul_f32.c, matmul_f32_x86.c): accumulate the 16 canonical
+ * lanes of R x C dot products over k in [0, n16) (n16 a multiple of 16) onto acc[r * C + c][0..16), reading
+ * x[r][k] and w[c][k]; the caller folds the lanes and adds the n % 16 tail. */
 typedef void (*sl__f32_tile_fn)(const float *const *x, const float *const *w, int n16, float (*acc)[16]);
+typedef struct sl__f32_tiles {
+    int rt, ct;               /* full tile: rt rows x ct outputs */
+    sl__f32_tile_fn fn[2][2]; /* [1 row or rt rows][1 output or ct outputs] */
+} sl__f32_tiles;
+#define SL_F32_TILE_MAX 16 /* rt * ct bound of every variant, for the acc arrays of callers */
+#if SL_KCPU_X86
+extern const sl__f32_tiles sl__f32_tiles_avx2;
+extern const sl__f32_tiles sl__f32_tiles_avx512;
+#endif
+/* The tiles of the level in use. */
+const sl__f32_tiles *sl__f32_tiles_get(void);
 
 #endif /* SL_KCPU_IMPL_H */

@@ -17,6 +17,15 @@
 #include "kdtype.h"
 #include "testutil.h"
 
+/* Criterion ignores a worker's exit status once its tests passed, so LeakSanitizer's report at exit would
+ * not fail the test: under ASan, each case asks for a leak check itself. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define ASSERT_NO_LEAKS() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks: see LeakSanitizer's report")
+#else
+#define ASSERT_NO_LEAKS() ((void)0)
+#endif
+
 /* ---- a byte builder ------------------------------------------------------------------------------------- */
 typedef struct bytes {
     unsigned char *p;
@@ -100,6 +109,7 @@ static void expect_fail(bytes *b, sl_status want, const char *fragment) {
     cr_assert(strstr(sl_last_error(), fragment), "message '%s' does not mention '%s'", sl_last_error(), fragment);
     cr_log_info("%s", sl_last_error()); /* --verbose shows what a user would read */
     free(b->p);
+    ASSERT_NO_LEAKS();
 }
 
 static void expect_ok(bytes *b) {
@@ -107,6 +117,7 @@ static void expect_ok(bytes *b) {
     sl_status st = open_bytes(b, &g);
     cr_assert_eq(st, SL_OK, "%s", sl_last_error());
     free(b->p);
+    ASSERT_NO_LEAKS();
 }
 
 /* ---- the control ---------------------------------------------------------------------------------------- */

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "sluice/config.h"
 #include "paths.h"
 #include "sl_util.h"
 
@@ -486,13 +486,15 @@ Test(config, help_lists_every_setting_within_100_columns) {
 
 Test(config, engine_params_follow_the_config) {
     sl_config c;
+    sl_engine_params p;
+    memset(&p, 0xab, sizeof p); /* what sl_engine_params_init would have written, as far as we know */
+    p.struct_size = 12345;
     cr_assert_eq(load(&c, (const char *[]){"-m", "/m.gguf", "-t", "3", "--kv-dtype", "f16", "--precision", "exact",
                                            "--kv-cache-size", "64MiB", "--no-enable-prefix-caching",
                                            "--max-model-len", "2048", "--block-size", "32", NULL}),
                  SL_OK, "%s", sl_last_error());
-    sl_engine_params p;
     sl_config_to_engine_params(&c, &p);
-    cr_assert_eq(p.struct_size, sizeof p);
+    cr_assert_eq(p.struct_size, 12345, "struct_size is sl_engine_params_init's to set");
     cr_assert_str_eq(p.model_path, "/m.gguf");
     cr_assert_null(p.served_model_name);
     cr_assert_null(p.chat_template);
@@ -512,14 +514,22 @@ Test(config, engine_params_follow_the_config) {
     cr_assert_eq(p.kv_dtype, SL_KV_F32);
     cr_assert_eq(p.precision, SL_PRECISION_FAST);
     cr_assert_eq(p.enable_prefix_caching, 1);
+    cr_assert_null(p.model_path, "empty model: the caller substitutes the default model's path");
 }
 
-Test(config, empty_model_resolves_to_the_cached_default) {
+Test(config, empty_model_means_the_cached_default) {
     setenv("SLUICE_CACHE_DIR", "/srv/cache", 1);
     sl_config c;
     cr_assert_eq(load(&c, (const char *[]){NULL}), SL_OK, "%s", sl_last_error());
-    cr_assert_str_eq(c.model, "/srv/cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    cr_assert_str_eq(c.model, "", "the command decides (it may take the model from a positional argument)");
     cr_assert_eq(c.source[SL_CONFIG_KEY_model], SL_CONFIG_SRC_DEFAULT);
+    FILE *f = tmpfile();
+    sl_config_print(&c, f);
+    char *text = captured(f);
+    fclose(f);
+    cr_assert(strstr(text, "model: \"\"") && strstr(text, "# default: /srv/cache/models/SmolLM2-135M-Instruct.Q4_1.gguf\n"),
+              "%s", text);
+    free(text);
     sl_config_free(&c);
     setenv("SLUICE_MODEL", "/env/model.gguf", 1); /* SLUICE_MODEL is also the model key's variable */
     cr_assert_eq(load(&c, (const char *[]){NULL}), SL_OK, "%s", sl_last_error());
@@ -558,7 +568,7 @@ Test(config, default_model_path_rules) {
 
 /* ---- allocation failures ----------------------------------------------------------------------------------- */
 
-/* Every allocation of a full load (file, env, flags, the default model path) fails in turn: each run must
+/* Every allocation of a full load (file, env, flags) fails in turn: each run must
  * end in SL_OK or SL_OUT_OF_MEMORY and leak nothing (the ASan build checks the leaks). */
 Test(config, allocation_failure_at_every_step) {
     const char *path = temp_yaml("host: from-file\nchat_template: chatml\n");

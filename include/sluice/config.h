@@ -14,6 +14,9 @@
  *   "sluice.yaml:3: unknown key 'max_num_seq' (did you mean max_num_seqs?)".
  * YAML that libyaml cannot parse at all is SL_BAD_FORMAT; a file that cannot be read is SL_NOT_FOUND/SL_IO.
  *
+ * This header depends only on include/sluice/sluice.h and the C library, and its functions are SL_API, so
+ * it can move to include/sluice/ as it is (the server sees nothing else).
+ *
  * Types of a row:
  *   STRING  any text; the empty string means "not set" wherever a setting says what empty means.
  *   INT     a decimal integer within [lo, hi]; with a choices list ("8|16|32") only those values.
@@ -143,7 +146,7 @@ typedef struct sl_config {
 } sl_config;
 
 /* Defaults only. Allocates nothing; sl_config_free is still the way to release a loaded config. */
-void sl_config_init(sl_config *c);
+SL_API void sl_config_init(sl_config *c);
 
 /* Applies the file (if one is named), the environment, then the flags, on top of what *c holds (normally
  * the defaults of sl_config_init).
@@ -160,25 +163,32 @@ void sl_config_init(sl_config *c);
  * c->print_config and c->help. An empty FILE (--config=) reads no file, even if $SLUICE_CONFIG names one.
  * With --help nothing else is applied (a broken config file must not stop --help) and SL_OK is returned.
  *
- * An empty `model` is resolved here to sl_default_model_path(), so the effective config names the file.
+ * An empty `model` stays empty: the default model (sl_default_model_path()) is the user's choice of the
+ * moment it is opened, and a command may take the model from a positional argument instead.
  * On failure sl_last_error() says what and where; *c may be partly applied and must still be freed. */
-sl_status sl_config_load(sl_config *c, int argc, char **argv, char **rest, int *n_rest);
+SL_API sl_status sl_config_load(sl_config *c, int argc, char **argv, char **rest, int *n_rest);
 
 /* The effective config as YAML that sl_config_load can read back, one line per key with a comment saying
- * where the value came from (default, file and line, env variable, or flag). */
-void sl_config_print(const sl_config *c, FILE *f);
+ * where the value came from (default, file and line, env variable, or flag); an empty model's comment
+ * names the default model's path. */
+SL_API void sl_config_print(const sl_config *c, FILE *f);
 /* The settings section of --help: every row, grouped, with its flags, type, range, default and variable,
  * wrapped at 100 columns. */
-void sl_config_help(FILE *f);
+SL_API void sl_config_help(FILE *f);
 /* Releases the owned strings and resets *c to the defaults. */
-void sl_config_free(sl_config *c);
+SL_API void sl_config_free(sl_config *c);
 
 /* The key nearest to a mistyped name ("max-num-seq", "--max-num-seq" or "MAX_NUM_SEQ"), or NULL if none is
  * close; for the subcommands' "unknown flag" messages. */
-const char *sl_config_suggest(const char *name);
+SL_API const char *sl_config_suggest(const char *name);
 
-/* Fills every field of the engine parameters of include/sluice/sluice.h (struct_size included) from the
- * config. Strings point into *c; empty ones become NULL (the engine's "use the model's own"). */
-void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p);
+/* Sets the fields of the engine parameters that have a row here; call sl_engine_params_init(p) first (the
+ * others, and struct_size, are left alone). Strings point into *c; empty ones become NULL (the engine's
+ * "not set": for model_path the caller substitutes sl_default_model_path()). */
+SL_API void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p);
+
+/* $SLUICE_MODEL if set, else <cache>/models/SmolLM2-135M-Instruct.Q4_1.gguf (runtime/paths.h says where the
+ * cache is). Allocated: release with free(); NULL when out of memory. Defined in paths.c. */
+SL_API char *sl_default_model_path(void);
 
 #endif /* SL_CONFIG_H */

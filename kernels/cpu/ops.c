@@ -1,0 +1,168 @@
+/*
+ * ops.c — the element-wise and row operations of a transformer layer: RMS norm, RoPE, SwiGLU, residual
+ * add, softmax, and the f32 dot product.
+ *
+ * Reductions use the canonical orders of kcpu_impl.h (the dot product is the 1 x 1 tile of the f32 matmul,
+ * so a norm's sum of squares, an attention score and a product output are computed alike) and exp is the
+ * canonical one, so the AVX2 loops here give the scalar bits. These loops are memory-light and short (one
+ * row of a few thousand values), so AVX-512 adds nothing over AVX2 and the AVX-512 level runs the AVX2 code.
+ */
+#include "kcpu_impl.h"
+
+static int sl_ops_avx2(void) { return SL_KCPU_X86 && sl__kcpu_level() >= SL_SIMD_AVX2; }
+
+float sl_k_dot_f32(const float *a, const float *b, int n) {
+    if (n <= 0) return 0.0f;
+    const int n16 = n & ~15;
+    float acc[1][16] = {{0}};
+    sl__f32_tiles_get()->fn[0][0](&a, &b, n16, acc);
+    return sl__dot_tail(a, b, n16, n, sl__fold16(acc[0]));
+}
+
+/* ---- RMS norm ------------------------------------------------------------------------------------------ */
+
+static void sl_scale_mul_scalar(const float *x, float s, const float *w, float *y, int n) {
+    for (int i = 0; i < n; i++) y[i] = x[i] * s * w[i];
+}
+
+#if SL_KCPU_X86
+SL_TARGET_AVX2 static void sl_scale_mul_avx2(const float *x, float s, const float *w, float *y, int n) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) y[i] = x[i] * s * w[i];
+}
+#endif
+
+void sl_k_rms_norm(const float *x, const float *w, float *y, int n, float eps) {
+    if (n <= 0) return;
+    const float mean = sl_k_dot_f32(x, x, n) / (float)n;
+    const float s = 1.0f / sqrtf(mean + eps);
+#if SL_KCPU_X86
+    if (sl_ops_avx2()) {
+        sl_scale_mul_avx2(x, s, w, y, n);
+        return;
+    }
+#endif
+    sl_scale_mul_scalar(x, s, w, y, n);
+}
+
+/* ---- RoPE ------------------------------------------------------------------------------------------------ */
+
+void sl_k_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float freq_base, float freq_scale) {
+    if (n_rot > head_dim) n_rot = head_dim;
+    for (int i = 0; i < n_rot / 2; i++) {
+        /* The angle in double: in float, pos * theta loses about 3 bits per doubling of pos and is off by
+         * ~1e-3 rad at 32768. cos and sin are then rounded to float once. */
+        const double theta = (double)pos * (double)freq_scale * pow((double)freq_base, -2.0 * i / (double)n_rot);
+        double sd, cd;
+        sincos(theta, &sd, &cd);
+        const float c = (float)cd, s = (float)sd;
+        for (int h = 0; h < n_heads; h++) {
+            float *p = x + (size_t)h * head_dim + 2 * i;
+            const double x0 = p[0], x1 = p[1];
+            /* float x float products are exact in double, so fused or not, every machine rounds once */
+            p[0] = (float)(x0 * c - x1 * s);
+            p[1] = (float)(x0 * s + x1 * c);
+        }
+    }
+}
+
+/* ---- SwiGLU, add, softmax: the AVX2 loops do whole vectors and return where the scalar tail starts ------ */
+
+#if SL_KCPU_X86
+SL_TARGET_AVX2 static int64_t sl_swiglu_avx2(const float *gate, const float *up, float *out, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = sl__exp8_avx2(_mm256_xor_ps(g, sign));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+    return i;
+}
+
+SL_TARGET_AVX2 static int64_t sl_add_avx2(float *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    return i;
+}
+
+/* x[i] = exp(x[i] - max) for whole vectors; returns the canonical lanes' partial sums folded (over the first
+ * n16 values) through *sum and the count done. */
+SL_TARGET_AVX2 static int sl_exp_sum_avx2(float *x, int n, float max, float *sum) {
+    const __m256 vmax = _mm256_set1_ps(max);
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 a = sl__exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+        const __m256 b = sl__exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vmax));
+        _mm256_storeu_ps(x + i, a);
+        _mm256_storeu_ps(x + i + 8, b);
+        lo = _mm256_add_ps(lo, a);
+        hi = _mm256_add_ps(hi, b);
+    }
+    *sum = sl__fold16_avx2(lo, hi);
+    return i;
+}
+
+SL_TARGET_AVX2 static int sl_scale_avx2(float *x, int n, float s) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+    return i;
+}
+#endif
+
+void sl_k_swiglu(const float *gate, const float *up, float *out, int64_t n) {
+    int64_t i = 0;
+#if SL_KCPU_X86
+    if (sl_ops_avx2()) i = sl_swiglu_avx2(gate, up, out, n);
+#endif
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + sl__exp_canon(-gate[i])) * up[i];
+}
+
+void sl_k_add(float *y, const float *x, int64_t n) {
+    int64_t i = 0;
+#if SL_KCPU_X86
+    if (sl_ops_avx2()) i = sl_add_avx2(y, x, n);
+#endif
+    for (; i < n; i++) y[i] += x[i];
+}
+
+float sl__exp_sum(float *x, int n, float max) {
+    int i = 0;
+    float sum;
+#if SL_KCPU_X86
+    if (sl_ops_avx2()) {
+        i = sl_exp_sum_avx2(x, n, max, &sum);
+    } else
+#endif
+    {
+        float acc[16] = {0};
+        for (; i + 16 <= n; i += 16)
+            for (int l = 0; l < 16; l++) {
+                x[i + l] = sl__exp_canon(x[i + l] - max);
+                acc[l] += x[i + l];
+            }
+        sum = sl__fold16(acc);
+    }
+    for (; i < n; i++) {
+        x[i] = sl__exp_canon(x[i] - max);
+        sum += x[i];
+    }
+    return sum;
+}
+
+void sl_k_softmax(float *x, int n) {
+    if (n <= 0) return;
+    float max = x[0];
+    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    const float inv = 1.0f / sl__exp_sum(x, n, max);
+    int i = 0;
+#if SL_KCPU_X86
+    if (sl_ops_avx2()) i = sl_scale_avx2(x, n, inv);
+#endif
+    for (; i < n; i++) x[i] *= inv;
+}
