@@ -2,13 +2,17 @@
  * sampler.c — the next token from one position's logits (see sampler.h for the semantics).
  *
  * Shape of the work, for a 49152-entry vocabulary on the engine thread: a few linear passes (clean the row,
- * optional log-sum-exp for logprobs, gather the finite candidates, exponentiate) and no full sort. top-k is a
- * selection (introselect: quickselect with a heapsort fallback) of the k best, exponentiating only those;
- * top-p is a quickselect steered by probability mass instead of rank, which finds the nucleus in expected
- * O(n) and never sorts it; min-p is a filter, since it is relative to the best token, which top-k and top-p
- * always keep. The order of candidates is total (probability, then lowest id first), so
- * the kept set and the draw do not depend on how the selection happened to pivot: a (seed, stream) pair gives
- * the same tokens on every run.
+ * optional log-sum-exp for logprobs, gather the finite candidates, exponentiate) and no full sort.
+ *   top-k: the k best in one pass with a k-heap (most tokens cost one comparison with its root), or
+ *          introselect for large k; only those k are exponentiated.
+ *   top-p: the gather pass also sums probability mass per bucket of scaled logit, which bounds the nucleus
+ *          (a best-first prefix) to the first buckets; the few candidates there go through a quickselect
+ *          steered by mass instead of rank, which finds the exact nucleus in expected linear time and never
+ *          sorts it.
+ *   min-p: a filter, since it is relative to the best token, which top-k and top-p always keep.
+ * The order of candidates is total (probability, then lowest id first), so the kept set does not depend on
+ * how a selection happened to pivot, and everything is deterministic: a (seed, stream) pair gives the same
+ * tokens on every run.
  *
  * Per-call state lives in the scratch: a working copy of the logits, the candidate array, and occurrence counts
  * that are all zero between calls (each call zeroes exactly the entries it touched, so penalties cost

@@ -12,7 +12,8 @@
  *   3. temperature 0 -> argmax (ties: lowest id); otherwise temperature, top-k, top-p (nucleus, keeps at least
  *      one token), min-p (relative to the most likely token), then a draw from the rng.
  * NaN logits are treated as -inf and +inf as the largest float, so a broken row cannot crash the engine.
- * A given (seed, stream) gives the same tokens every time, on every machine.
+ * A given (seed, stream) gives the same tokens every time (with one build: libm's expf is part of the
+ * arithmetic).
  */
 #ifndef SL_SAMPLER_H
 #define SL_SAMPLER_H

@@ -263,7 +263,8 @@ static int sl__text_vanishes(const char *src, size_t a, size_t b, char prev, cha
     }
     if (prev_mode == '-') {
         while (lo < hi && sl__is_space((unsigned char)src[lo])) lo++;
-    } else if ((prev == '%' || prev == '#') && prev_mode != '+') { /* trim_blocks: the first newline after a block or comment */
+    } else if ((prev == '%' || prev == '#') && prev_mode != '+') {
+        /* trim_blocks: the first newline after a block or comment goes */
         if (lo < hi && src[lo] == '\n') lo++;
         else if (lo + 1 < hi && src[lo] == '\r' && src[lo + 1] == '\n') lo += 2;
     }

@@ -306,7 +306,8 @@ static sl_status gguf_skip_value(gguf_cursor *c, sl_gguf_type t, int depth, uint
     return SL_OK;
 }
 
-/* Reads an integer-typed value as a signed 128-bit-safe pair: *neg set for negative signed values. */
+/* An integer-typed value as sign and magnitude, so every integer type (INT64_MIN and UINT64_MAX included) is
+ * range-checked exactly against the getter's type. Returns 0 for non-integer types. */
 static int gguf_int_value(const sl_gguf_kv *kv, uint64_t *mag, int *neg) {
     *neg = 0;
     switch (kv->type) {
@@ -397,11 +398,12 @@ static sl_status gguf_parse_kvs(sl_gguf *g, gguf_cursor *c) {
                               c->pos - 4);
         kv->type = (sl_gguf_type)t;
         if (kv->type == SL_GGUF_ARRAY) {
-            /* The first element follows the array's element type (u32) and length (u64). */
-            kv->data = c->base + c->pos + 12;
+            uint64_t start = c->pos;
             g->kv_str_first[i] = g->n_str;
             if ((st = gguf_skip_array(c, 0, &g->n_str, &kv->arr_type, &kv->arr_len)))
                 return sl__error_prefix(st, "key '%s'", key);
+            /* The first element follows the array's element type (u32) and length (u64). */
+            kv->data = c->base + start + 12;
         } else {
             kv->data = c->base + c->pos;
             if ((st = gguf_skip_value(c, kv->type, 0, NULL))) return sl__error_prefix(st, "key '%s'", key);

@@ -217,9 +217,10 @@ sl_status sl_gguf_writer_add_tensor_f32(sl_gguf_writer *w, const char *name, int
     for (size_t i = 0; i < w->n_tensors; i++)
         if (strcmp(w->tensors[i].name, name) == 0)
             return sl__errorf(SL_INVALID_ARGUMENT, "GGUF writer: duplicate tensor name '%.128s'", name);
-    if (n_dims < 1 || n_dims > SL_GGUF_MAX_DIMS || !ne)
+    if (n_dims < 1 || n_dims > SL_GGUF_MAX_DIMS)
         return sl__errorf(SL_INVALID_ARGUMENT, "GGUF writer: tensor '%.128s': n_dims %d is outside 1..%d", name, n_dims,
                           SL_GGUF_MAX_DIMS);
+    if (!ne) return sl__errorf(SL_INVALID_ARGUMENT, "GGUF writer: tensor '%.128s': NULL shape", name);
     switch (type) {
     case SL_DTYPE_F32: case SL_DTYPE_F16: case SL_DTYPE_BF16: case SL_DTYPE_Q4_0: case SL_DTYPE_Q4_1:
     case SL_DTYPE_Q8_0: break;
@@ -241,7 +242,8 @@ sl_status sl_gguf_writer_add_tensor_f32(sl_gguf_writer *w, const char *name, int
     if (n_elems && !values) return sl__errorf(SL_INVALID_ARGUMENT, "GGUF writer: tensor '%.128s': NULL values", name);
     size_t row_bytes = ne[0] ? sl_dtype_row_bytes(type, ne[0]) : 0, n_rows = ne[0] ? (size_t)(n_elems / ne[0]) : 0,
            n_bytes;
-    if (!sl__mul_size(row_bytes, n_rows, &n_bytes))
+    /* sl_dtype_row_bytes says 0 when a row's bytes overflow size_t. */
+    if ((ne[0] && !row_bytes) || !sl__mul_size(row_bytes, n_rows, &n_bytes))
         return sl__errorf(SL_INVALID_ARGUMENT, "GGUF writer: tensor '%.128s': too large", name);
 
     gguf_wtensor t = {0};

@@ -88,9 +88,16 @@ typedef struct sl_tok_frag {
     int32_t token; /* -1 for raw text */
 } sl_tok_frag;
 
+/* Most bytes of a token or merge text quoted in an error message: enough to recognise it, short enough for
+ * one log line. */
+#define SL_TOK_ERR_QUOTE 48
+
 sl_status sl__tok_ids_push(sl_tok_ids *ids, int32_t id);
 uint64_t sl__tok_hash(const char *s, size_t n, uint64_t h);
 #define SL_TOK_HASH_SEED 0xcbf29ce484222325ull /* FNV-1a 64-bit offset basis */
+/* Slots of an open-addressing table for n keys: the smallest power of two >= 2n (a load factor of at most
+ * 1/2 keeps linear probing short), at least 16; 0 if that exceeds 2^31. */
+uint32_t sl__tok_table_size(uint64_t n);
 /* Token id of an exact text, -1 if none. */
 int32_t sl__tok_lookup(const sl_tokenizer *t, const char *s, size_t n);
 

@@ -18,21 +18,22 @@
 #include "sl_util.h"
 #include "tok_impl.h"
 
+/* DeepSeek's "<｜end▁of▁sentence｜>" (fullwidth bars, U+2581 for spaces); octal escapes, since a hex escape
+ * would swallow the letters after it. */
+#define SL_TOK_DEEPSEEK_EOS "<\357\275\234end\342\226\201of\342\226\201sentence\357\275\234>"
+
 /* Texts llama.cpp treats as the end-of-turn token when the file names none, in the order we prefer them
  * (llama.cpp takes whichever its hash map yields first). */
 static const char *const sl_eot_texts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-    "<EOT>", "_<EOT>", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "<end_of_utterance>",
+    "<EOT>", "_<EOT>", SL_TOK_DEEPSEEK_EOS, "<end_of_utterance>",
 };
 /* Texts of tokens that end generation (llama.cpp's special_eog_ids list, less its model-specific hacks). */
 static const char *const sl_eog_texts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
     "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
-    "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>",
+    SL_TOK_DEEPSEEK_EOS,
 };
-
-/* Longest text bytes quoted in an error message. */
-#define SL_TOK_ERR_QUOTE 48
 
 uint64_t sl__tok_hash(const char *s, size_t n, uint64_t h) {
     for (size_t i = 0; i < n; i++) {
@@ -44,7 +45,7 @@ uint64_t sl__tok_hash(const char *s, size_t n, uint64_t h) {
 
 sl_status sl__tok_ids_push(sl_tok_ids *ids, int32_t id) {
     if (ids->n == ids->cap) {
-        size_t cap = ids->cap ? ids->cap * 2 : 64;
+        size_t cap = ids->cap ? ids->cap * 2 : 64; /* doubling: amortized O(1) per id from any start */
         int32_t *v = sl__realloc(ids->v, cap * sizeof(*v));
         if (!v) return sl__errorf(SL_OUT_OF_MEMORY, "tokenizer: %zu token ids", cap);
         ids->v = v;
@@ -71,8 +72,7 @@ int32_t sl__tok_lookup(const sl_tokenizer *t, const char *s, size_t n) {
     }
 }
 
-/* Smallest power of two >= 2n (a load factor of at most 1/2 keeps linear probing short); 0 on overflow. */
-static uint32_t table_size(uint64_t n) {
+uint32_t sl__tok_table_size(uint64_t n) {
     uint64_t size = 16;
     while (size < 2 * n) size *= 2;
     return size > (1ull << 31) ? 0 : (uint32_t)size;
@@ -128,8 +128,10 @@ static sl_status build_tokens(sl_tokenizer *t, const sl_vocab_spec *spec) {
     t->text_off = sl__malloc(((size_t)n + 1) * sizeof(*t->text_off));
     t->score = sl__calloc((size_t)n, sizeof(*t->score));
     t->attr = sl__malloc((size_t)n);
-    t->tok_mask = table_size((uint64_t)n) - 1;
-    t->tok_slots = sl__malloc(((size_t)t->tok_mask + 1) * sizeof(*t->tok_slots));
+    uint32_t slots = sl__tok_table_size((uint64_t)n);
+    if (!slots) return sl__errorf(SL_BAD_FORMAT, "tokenizer: %d tokens are too many", n);
+    t->tok_mask = slots - 1;
+    t->tok_slots = sl__malloc((size_t)slots * sizeof(*t->tok_slots));
     if (!t->text || !t->text_off || !t->score || !t->attr || !t->tok_slots)
         return sl__errorf(SL_OUT_OF_MEMORY, "tokenizer: vocabulary of %d tokens", n);
     memset(t->tok_slots, 0xff, ((size_t)t->tok_mask + 1) * sizeof(*t->tok_slots)); /* all -1 */
@@ -234,9 +236,8 @@ static sl_status build_pieces(sl_tokenizer *t) {
         const char *txt = tok_text(t, id, &len);
         char *dst = t->piece + off;
         uint8_t a = t->attr[id];
-        int byte;
         t->piece_off[id] = off;
-        if (a & (SL_TOK_ATTR_SPECIAL)) {
+        if (a & SL_TOK_ATTR_SPECIAL) {
             memcpy(dst, txt, len);
             off += len;
         } else if (a & SL_TOK_ATTR_NORMAL) {
@@ -255,7 +256,7 @@ static sl_status build_pieces(sl_tokenizer *t) {
                 }
             }
         } else if (a & SL_TOK_ATTR_BYTE) {
-            byte = parse_byte_token(txt, len);
+            int byte = parse_byte_token(txt, len);
             if (byte >= 0) {
                 dst[0] = (char)byte;
                 off += 1;
@@ -357,7 +358,8 @@ static sl_status load_flag(const sl_gguf *g, const char *key, int *flag) {
     return SL_OK;
 }
 
-/* A string array's elements as (pointer, length) pairs into the mapping; n_min: fewest elements accepted. */
+/* A string array's elements as (pointer, length) pairs into the mapping (*strs and *lens allocated); more
+ * than n_max elements is an error. */
 static sl_status load_str_array(const sl_gguf *g, const char *key, uint64_t n_max, const char ***strs,
                                 size_t **lens, uint64_t *n_out) {
     sl_gguf_type et;
@@ -390,7 +392,7 @@ static sl_status load_num_array(const sl_gguf *g, const char *key, int32_t n, fl
     if (len < (uint64_t)n)
         return sl__errorf(SL_BAD_FORMAT, "tokenizer: %s has %llu entries for %d tokens", key, (unsigned long long)len, n);
     int is_f32 = et == SL_GGUF_FLOAT32, is_i32 = et == SL_GGUF_INT32 || et == SL_GGUF_UINT32;
-    if (!(f && (is_f32 || is_i32)) && !(i32 && is_i32))
+    if (f ? !(is_f32 || is_i32) : !is_i32) /* scores may be int32 (llama.cpp accepts both); types are int32 */
         return sl__errorf(SL_BAD_FORMAT, "tokenizer: %s has elements of type %s", key, sl_gguf_type_name(et));
     for (int32_t k = 0; k < n; k++) {
         float fv = 0;
@@ -403,7 +405,7 @@ static sl_status load_num_array(const sl_gguf *g, const char *key, int32_t n, fl
     return SL_OK;
 }
 
-/* A string key as a NUL-terminated copy in buf (truncated to its size); 0 if absent. */
+/* A string key as a NUL-terminated copy in buf (truncated to its size); *present = 0 if absent. */
 static sl_status load_name(const sl_gguf *g, const char *key, char *buf, size_t size, int *present) {
     sl_gguf_str s;
     sl_status st = sl_gguf_get_str(g, key, &s);

@@ -57,6 +57,7 @@ SL_TARGET_AVX2 static void sl_att_scores_avx2(const float *q, const void *k_pool
         for (int d = n16; d < head_dim; d++) s = fmaf(q[d], sl_kv_get(k_pool, kv_type, at + d), s);
         scores[t] = s * scale;
     }
+    SL_AVX2_LEAVE();
 }
 
 /* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~7); returns that bound.
@@ -76,6 +77,7 @@ SL_TARGET_AVX2 static int sl_att_values_avx2(const float *p, const void *v_pool,
         }
         for (int j = 0; j < nv; j++) _mm256_storeu_ps(out + d0 + 8 * j, acc[j]);
     }
+    SL_AVX2_LEAVE();
     return n8;
 }
 #endif

@@ -134,7 +134,7 @@ SL_TARGET_AVX2 SL_INLINE __m256 sl_bytes_to_f32_avx2(__m256i v, int i, int is_si
     return _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(half) : _mm256_cvtepu8_epi32(half));
 }
 
-SL_TARGET_AVX2 static void sl_dequantize_avx2(int type, const void *row, int64_t k0, int64_t k1, float *dst) {
+SL_TARGET_AVX2 static void sl_dequantize_avx2_body(int type, const void *row, int64_t k0, int64_t k1, float *dst) {
     int64_t n = k1 - k0, i = 0;
     switch (type) {
     case SL_DTYPE_F16: {
@@ -181,6 +181,11 @@ SL_TARGET_AVX2 static void sl_dequantize_avx2(int type, const void *row, int64_t
         return;
     default: sl_dequantize_scalar(type, row, k0, k1, dst); return;
     }
+}
+
+SL_TARGET_AVX2 static void sl_dequantize_avx2(int type, const void *row, int64_t k0, int64_t k1, float *dst) {
+    sl_dequantize_avx2_body(type, row, k0, k1, dst);
+    SL_AVX2_LEAVE();
 }
 #endif
 
@@ -287,6 +292,7 @@ SL_TARGET_AVX2 static int64_t sl_quantize_f16_avx2(const float *src, sl_fp16_t *
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    SL_AVX2_LEAVE();
     return i;
 }
 
@@ -320,6 +326,7 @@ SL_TARGET_AVX2 static void sl_quantize_q8_avx2(const float *x, void *dst, int64_
             _mm256_storeu_si256((__m256i *)y->qs, p);
         }
     }
+    SL_AVX2_LEAVE();
 }
 #endif
 

@@ -42,6 +42,7 @@ SL_TARGET_AVX2 SL_INLINE void sl_f32_tile_avx2(const int R, const int C, const f
             _mm256_storeu_ps(acc[r * C + c], lo[r][c]);
             _mm256_storeu_ps(acc[r * C + c] + 8, hi[r][c]);
         }
+    SL_AVX2_LEAVE();
 }
 
 SL_TARGET_AVX512 SL_INLINE void sl_f32_tile_avx512(const int R, const int C, const float *const *x,
@@ -59,6 +60,7 @@ SL_TARGET_AVX512 SL_INLINE void sl_f32_tile_avx512(const int R, const int C, con
     }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) _mm512_storeu_ps(acc[r * C + c], a[r][c]);
+    sl__avx512_clean();
 }
 
 #define SL_F32_INSTANCE(ISA, TARGET, R, C)                                                                \

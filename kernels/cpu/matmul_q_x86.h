@@ -189,6 +189,11 @@ void MQ(sl__matmul_q)(int wtype, const void *w, size_t w_row_bytes, int o0, int 
             r += nr;
         }
     }
+#if MQ_VNNI == 2
+    sl__avx512_clean();
+#else
+    SL_AVX2_LEAVE();
+#endif
 }
 
 #undef MQ_CT

@@ -31,6 +31,7 @@ SL_TARGET_AVX2 static void sl_scale_mul_avx2(const float *x, float s, const floa
     int i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+    SL_AVX2_LEAVE();
     for (; i < n; i++) y[i] = x[i] * s * w[i];
 }
 #endif
@@ -80,12 +81,14 @@ SL_TARGET_AVX2 static int64_t sl_swiglu_avx2(const float *gate, const float *up,
         const __m256 e = sl__exp8_avx2(_mm256_xor_ps(g, sign));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
     }
+    SL_AVX2_LEAVE();
     return i;
 }
 
 SL_TARGET_AVX2 static int64_t sl_add_avx2(float *y, const float *x, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_loadu_ps(x + i)));
+    SL_AVX2_LEAVE();
     return i;
 }
 
@@ -104,6 +107,7 @@ SL_TARGET_AVX2 static int sl_exp_sum_avx2(float *x, int n, float max, float *sum
         hi = _mm256_add_ps(hi, b);
     }
     *sum = sl__fold16_avx2(lo, hi);
+    SL_AVX2_LEAVE();
     return i;
 }
 
@@ -111,6 +115,7 @@ SL_TARGET_AVX2 static int sl_scale_avx2(float *x, int n, float s) {
     const __m256 vs = _mm256_set1_ps(s);
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+    SL_AVX2_LEAVE();
     return i;
 }
 #endif

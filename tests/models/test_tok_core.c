@@ -11,6 +11,14 @@
 #include "sl_util.h"
 #include "tokenizer.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+/* In ASan builds, a leak fails the test instead of being printed after it passed. */
+#define CHECK_NO_LEAKS() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked (see the report above)")
+#else
+#define CHECK_NO_LEAKS() ((void)0)
+#endif
+
 /* ---- helpers ---- */
 
 typedef struct vocab {
@@ -447,6 +455,7 @@ Test(tok_core, allocation_failures_are_clean) {
     }
     cr_assert(ok, "never succeeded within 200 allocations");
     free(v);
+    CHECK_NO_LEAKS();
 }
 
 /* ---- threads ---- */
