@@ -9,6 +9,7 @@
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -17,6 +18,9 @@
 /* About 100-200 µs of polling on current x86 before a worker sleeps: long enough to cover the gap between
  * two kernels of one decode step, short enough that an idle server does not burn a core. */
 #define SL_SPIN_ITERS 20000
+/* Every this many polls a spinning thread calls sched_yield(): about 5-10 µs of polling between yields, so
+ * an idle core is never given up in the common case, yet a descheduled partner gets the core back fast. */
+#define SL_YIELD_EVERY 256
 
 typedef struct sl_worker {
     struct sl_threadpool *pool;
@@ -68,7 +72,12 @@ static void *sl__worker_main(void *p) {
         while ((gen = atomic_load_explicit(&pool->generation, memory_order_acquire)) == seen) {
             if (atomic_load_explicit(&pool->stop, memory_order_acquire)) return NULL;
             if (++spins < SL_SPIN_ITERS) {
-                sl__cpu_relax();
+                /* pause, and give the core away now and then: with more runnable threads than cores
+                 * (another process busy) a pure spin would keep the thread we wait for off the CPU */
+                if (spins % SL_YIELD_EVERY == 0)
+                    sched_yield();
+                else
+                    sl__cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&pool->mutex);
@@ -147,5 +156,10 @@ void sl_threadpool_run(sl_threadpool *p, sl_task_fn fn, void *arg) {
         pthread_mutex_unlock(&p->mutex);
     }
     fn(arg, 0, p->n_threads);
-    while (atomic_load_explicit(&p->n_done, memory_order_acquire) != p->n_threads - 1) sl__cpu_relax();
+    for (unsigned spins = 1; atomic_load_explicit(&p->n_done, memory_order_acquire) != p->n_threads - 1; spins++) {
+        if (spins % SL_YIELD_EVERY == 0)
+            sched_yield();
+        else
+            sl__cpu_relax();
+    }
 }

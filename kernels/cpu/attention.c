@@ -86,6 +86,8 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
                     const void *k_pool, const void *v_pool, int kv_type, const int32_t *block_table,
                     int block_size, int n_ctx, float scale, float *scratch) {
     if (n_head_kv <= 0 || head_dim <= 0 || block_size <= 0) return;
+    h0 = h0 < 0 ? 0 : h0;
+    h1 = h1 > n_head ? n_head : h1;
     const int group = n_head / n_head_kv > 0 ? n_head / n_head_kv : 1; /* query heads per KV head */
     const int use_avx2 = SL_KCPU_X86 && sl__kcpu_level() >= SL_SIMD_AVX2;
     for (int h = h0; h < h1; h++) {
