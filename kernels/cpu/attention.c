@@ -37,6 +37,10 @@ static float sl_att_dot_scalar(const float *q, const void *k_pool, int kv_type, 
 }
 
 #if SL_KCPU_X86
+SL_TARGET_AVX2 SL_INLINE float sl_kv_get_avx2(const void *pool, int kv_type, size_t i) {
+    return kv_type == SL_DTYPE_F16 ? sl__fp16_to_f32_f16c(((const sl_fp16_t *)pool)[i]) : ((const float *)pool)[i];
+}
+
 SL_TARGET_AVX2 SL_INLINE __m256 sl_kv_load8_avx2(const void *pool, int kv_type, size_t i) {
     if (kv_type == SL_DTYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const sl_fp16_t *)pool + i)));
     return _mm256_loadu_ps((const float *)pool + i);
@@ -54,7 +58,7 @@ SL_TARGET_AVX2 static void sl_att_scores_avx2(const float *q, const void *k_pool
             hi = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), sl_kv_load8_avx2(k_pool, kv_type, at + d + 8), hi);
         }
         float s = sl__fold16_avx2(lo, hi);
-        for (int d = n16; d < head_dim; d++) s = fmaf(q[d], sl_kv_get(k_pool, kv_type, at + d), s);
+        for (int d = n16; d < head_dim; d++) s = fmaf(q[d], sl_kv_get_avx2(k_pool, kv_type, at + d), s);
         scores[t] = s * scale;
     }
     SL_AVX2_LEAVE();
@@ -89,7 +93,9 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
     h0 = h0 < 0 ? 0 : h0;
     h1 = h1 > n_head ? n_head : h1;
     const int group = n_head / n_head_kv > 0 ? n_head / n_head_kv : 1; /* query heads per KV head */
-    const int use_avx2 = SL_KCPU_X86 && sl__kcpu_level() >= SL_SIMD_AVX2;
+#if SL_KCPU_X86
+    const int use_avx2 = sl__kcpu_level() >= SL_SIMD_AVX2;
+#endif
     for (int h = h0; h < h1; h++) {
         const float *qh = q + (size_t)h * head_dim;
         float *oh = out + (size_t)h * head_dim;

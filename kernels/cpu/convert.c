@@ -140,7 +140,7 @@ SL_TARGET_AVX2 static void sl_dequantize_avx2_body(int type, const void *row, in
     case SL_DTYPE_F16: {
         const sl_fp16_t *s = (const sl_fp16_t *)row + k0;
         for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
-        for (; i < n; i++) dst[i] = sl_fp16_to_f32(s[i]);
+        for (; i < n; i++) dst[i] = sl__fp16_to_f32_f16c(s[i]);
         return;
     }
     case SL_DTYPE_BF16: {
@@ -155,7 +155,7 @@ SL_TARGET_AVX2 static void sl_dequantize_avx2_body(int type, const void *row, in
     case SL_DTYPE_Q4_0:
         for (int64_t b = 0; b < n / 32; b++, dst += 32) {
             const sl_block_q4_0 *blk = (const sl_block_q4_0 *)row + k0 / 32 + b;
-            __m256 d = _mm256_set1_ps(sl_fp16_to_f32(blk->d));
+            __m256 d = _mm256_set1_ps(sl__fp16_to_f32_f16c(blk->d));
             __m256i q = _mm256_sub_epi8(sl_nibbles_avx2(blk->qs), _mm256_set1_epi8(8));
             for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(sl_bytes_to_f32_avx2(q, j, 1), d));
         }
@@ -163,7 +163,7 @@ SL_TARGET_AVX2 static void sl_dequantize_avx2_body(int type, const void *row, in
     case SL_DTYPE_Q4_1:
         for (int64_t b = 0; b < n / 32; b++, dst += 32) {
             const sl_block_q4_1 *blk = (const sl_block_q4_1 *)row + k0 / 32 + b;
-            __m256 d = _mm256_set1_ps(sl_fp16_to_f32(blk->d)), m = _mm256_set1_ps(sl_fp16_to_f32(blk->m));
+            __m256 d = _mm256_set1_ps(sl__fp16_to_f32_f16c(blk->d)), m = _mm256_set1_ps(sl__fp16_to_f32_f16c(blk->m));
             __m256i q = sl_nibbles_avx2(blk->qs);
             for (int j = 0; j < 4; j++) {
                 __m256 qd = _mm256_mul_ps(sl_bytes_to_f32_avx2(q, j, 0), d); /* exact: 4-bit x 11-bit */
@@ -174,12 +174,12 @@ SL_TARGET_AVX2 static void sl_dequantize_avx2_body(int type, const void *row, in
     case SL_DTYPE_Q8_0:
         for (int64_t b = 0; b < n / 32; b++, dst += 32) {
             const sl_block_q8_0 *blk = (const sl_block_q8_0 *)row + k0 / 32 + b;
-            __m256 d = _mm256_set1_ps(sl_fp16_to_f32(blk->d));
+            __m256 d = _mm256_set1_ps(sl__fp16_to_f32_f16c(blk->d));
             __m256i q = _mm256_loadu_si256((const __m256i *)blk->qs);
             for (int j = 0; j < 4; j++) _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(sl_bytes_to_f32_avx2(q, j, 1), d));
         }
         return;
-    default: sl_dequantize_scalar(type, row, k0, k1, dst); return;
+    default: return; /* F32 and unknown types never come here */
     }
 }
 
@@ -191,7 +191,7 @@ SL_TARGET_AVX2 static void sl_dequantize_avx2(int type, const void *row, int64_t
 
 void sl__dequantize_range(int type, const void *row, int64_t k0, int64_t k1, float *dst) {
 #if SL_KCPU_X86
-    if (sl__kcpu_level() >= SL_SIMD_AVX2) {
+    if (sl__kcpu_level() >= SL_SIMD_AVX2 && type != SL_DTYPE_F32 && sl_dtype_block_bytes(type)) {
         sl_dequantize_avx2(type, row, k0, k1, dst);
         return;
     }
@@ -313,16 +313,16 @@ SL_TARGET_AVX2 static void sl_quantize_q8_avx2(const float *x, void *dst, int64_
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         if (with_sum) {
             sl_block_q8_1 *y = (sl_block_q8_1 *)dst + i;
-            y->d = sl_f32_to_fp16(d);
+            y->d = sl__f32_to_fp16_f16c(d);
             _mm256_storeu_si256((__m256i *)y->qs, p);
             __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
             __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
             s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
             s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
-            y->s = sl_f32_to_fp16((float)_mm_cvtsi128_si32(s4) * d);
+            y->s = sl__f32_to_fp16_f16c((float)_mm_cvtsi128_si32(s4) * d);
         } else {
             sl_block_q8_0 *y = (sl_block_q8_0 *)dst + i;
-            y->d = sl_f32_to_fp16(d);
+            y->d = sl__f32_to_fp16_f16c(d);
             _mm256_storeu_si256((__m256i *)y->qs, p);
         }
     }

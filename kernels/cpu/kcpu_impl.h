@@ -13,7 +13,7 @@
  *   canonical f32 dot (sl__dot_canon): 16 lane accumulators; lane l takes k = 16 i + l in order of i with
  *     acc = fma(a_k, b_k, acc); lanes fold as 16 -> 8 -> 4 -> 2 -> 1 by adding the upper half onto the lower
  *     (sl__fold16); the last n % 16 terms follow one by one with fma onto the folded sum.
- *   canonical sum (sl__sum_canon): the same with adds.
+ *   canonical sum (the sums of exps in softmax and attention, sl__exp_sum): the same with adds.
  *   quantized dot (matmul_q): per 32-block the 8 exact int32 sums of elements 4j..4j+3 (j = 0..7) go into
  *     8 lane accumulators, acc_j = fma(d_w * d_x, (float)isum_j, acc_j); lanes fold 8 -> 1 (sl__fold8);
  *     Q4_1 adds a separate chain ms = fma(m_w, s_x, ms) over blocks, and the result is fold8 + ms.
@@ -23,8 +23,9 @@
  * The price is that the scalar path calls fmaf() (one instruction where the CPU has FMA; a slower libm
  * routine on pre-2013 x86 parts, which are not a serving target).
  *
- * SIMD code is compiled with function-level target attributes (no per-file flags), so the library runs on
- * any x86-64 and picks the path at run time; on other architectures only the scalar code is built.
+ * SIMD code is compiled with function-level target attributes (or target pragmas around a template's
+ * instantiation), never per-file flags, so the library runs on any x86-64 and picks the path at run time;
+ * on other architectures only the scalar code is built.
  */
 #ifndef SL_KCPU_IMPL_H
 #define SL_KCPU_IMPL_H
@@ -36,7 +37,8 @@
 
 #include "kcpu.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* -DSL_KCPU_NO_SIMD builds the scalar code alone, as on other architectures (to check that build here). */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SL_KCPU_NO_SIMD)
 #define SL_KCPU_X86 1
 #include <immintrin.h>
 /* Feature sets of the paths. AVX2 always comes with FMA and F16C on real parts (Haswell onwards); the
@@ -48,6 +50,14 @@
 #endif
 
 #define SL_INLINE static inline __attribute__((always_inline))
+/* Register tiles loop over their rows and outputs with compile-time bounds; unrolled completely, their
+ * accumulator arrays live in registers (GCC -O2 leaves such loops rolled and the arrays on the stack, which
+ * made a tile 2x slower). */
+#if defined(__clang__)
+#define SL_UNROLL _Pragma("unroll")
+#else
+#define SL_UNROLL _Pragma("GCC unroll 16")
+#endif
 
 /* GGML's quantizers round x * id + 0.5 in two steps; a compiler that fuses them into one fma (GCC does in
  * GNU C mode on FMA targets) would change which way ties fall and break byte equality with llama.cpp. */
@@ -104,16 +114,6 @@ static inline float sl__dot_canon(const float *a, const float *b, int n) {
     for (int k = 0; k < n16; k += 16)
         for (int l = 0; l < 16; l++) acc[l] = fmaf(a[k + l], b[k + l], acc[l]);
     return sl__dot_tail(a, b, n16, n, sl__fold16(acc));
-}
-
-static inline float sl__sum_canon(const float *a, int n) {
-    float acc[16] = {0};
-    int n16 = n & ~15;
-    for (int k = 0; k < n16; k += 16)
-        for (int l = 0; l < 16; l++) acc[l] += a[k + l];
-    float s = sl__fold16(acc);
-    for (int k = n16; k < n; k++) s += a[k];
-    return s;
 }
 
 /* exp clamps its argument to [-104, 89]: below, every result is under half the smallest subnormal (0 after
@@ -187,6 +187,17 @@ SL_TARGET_AVX2 SL_INLINE __m256 sl__exp8_avx2(__m256 x) {
     const __m256i bias = _mm256_set1_epi32(127);
     e = _mm256_mul_ps(e, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23)));
     return _mm256_mul_ps(e, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23)));
+}
+
+/* AVX code must not call out-of-line plain (SSE-compiled) functions: GCC does not clear the upper register
+ * state before such calls, and the callee's SSE instructions then pay a transition penalty (sl_fp16_to_f32
+ * called from an AVX2 loop took ~50 ns per call here). Hence these F16C forms of the scalar conversions,
+ * which give the same bits (tested on every fp16 value and on random floats). */
+SL_TARGET_AVX2 SL_INLINE float sl__fp16_to_f32_f16c(sl_fp16_t h) {
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+SL_TARGET_AVX2 SL_INLINE sl_fp16_t sl__f32_to_fp16_f16c(float f) {
+    return (sl_fp16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
 }
 
 /* Every AVX2 function called from plain code ends with this. GCC inserts vzeroupper itself, but only when

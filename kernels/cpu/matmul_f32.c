@@ -14,9 +14,9 @@
 #include "kcpu_impl.h"
 
 /* 16384 floats = 64 KiB: a weight tile that stays in L2 while the activation rows pass over it, and a
- * stack frame far below any thread stack we create (glibc's default is 8 MiB, the runtime's pool asks
- * for at least 1 MiB). Rows up to 16384 elements (every layer of every common model up to 8B parameters)
- * are dequantized once per call; longer rows go through the chunked path below. */
+ * stack frame far below the thread stacks it runs on (glibc's default, which the runtime's pool keeps, is
+ * 8 MiB; any thread calling the kernels needs at least 256 KiB). Rows up to 16384 elements (every layer of
+ * the common models up to 8B parameters) are dequantized once per call; longer rows take the chunked path. */
 #define SL_MM_WBUF_FLOATS 16384
 
 static void sl_f32_tile_scalar_1x1(const float *const *x, const float *const *w, int n16, float (*acc)[16]) {
@@ -85,7 +85,7 @@ static void sl_mm_rows_chunked(const sl__f32_tiles *t, int wtype, const uint8_t 
         const int nr = multi ? t->rt : 1;
         float acc[SL_F32_TILE_MAX][16];
         memset(acc, 0, sizeof(float) * 16 * (size_t)nr);
-        float tail[SL_F32_TILE_MAX];
+        float tail[SL_F32_TILE_MAX] = {0}; /* set by the last chunk */
         for (int k0 = 0; k0 < n_in; k0 += chunk) {
             const int k1 = n_in - k0 < chunk ? n_in : k0 + chunk;
             sl__dequantize_range(wtype, wrow, k0, k1, wbuf);
@@ -117,7 +117,10 @@ void sl_k_matmul_f32(int wtype, const void *w, size_t w_row_bytes, int o0, int o
             sl_mm_rows_chunked(t, wtype, W + (size_t)o * w_row_bytes, n_in, x, ldx, n_rows, y + o, ldy, wbuf);
         return;
     }
+    /* Weight rows dequantized per pass: as many as fit when several row tiles will reuse them; one register
+     * tile's worth for a single row tile (decode), so the buffer stays in L1 between write and read. */
     int per_tile = n_in ? SL_MM_WBUF_FLOATS / n_in : o1 - o0;
+    if (n_rows <= t->rt && per_tile > t->ct) per_tile = t->ct;
     if (per_tile > t->ct) per_tile -= per_tile % t->ct; /* whole register tiles */
     for (int o = o0; o < o1; o += per_tile) {
         const int nw = o1 - o < per_tile ? o1 - o : per_tile;

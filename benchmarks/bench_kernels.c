@@ -1,0 +1,222 @@
+/*
+ * bench_kernels.c — single-thread throughput of the CPU matrix products at the default model's shapes.
+ *
+ *   sluice-bench-kernels [--quick]        (SLUICE_SIMD=scalar|avx2|avx512 caps the SIMD level)
+ *
+ * For each weight type and shape (SmolLM2-135M: 576x576 attention, 1536x576 gate/up, 576x1536 down, 49152x576
+ * the tied output head; "n_out x n_in") and 1 or 16 activation rows, it times sl_k_matmul_q (fast mode,
+ * quantized types) and sl_k_matmul_f32 (exact mode) and prints GB/s of weight bytes read and GFLOP/s
+ * (2 * rows * n_out * n_in per call), twice:
+ *   hot:  the same matrix again and again, resident in L2 (what a kernel can do once its data is close)
+ *   cold: a new copy of the matrix each call, from a pool larger than the last-level cache, so the weights
+ *         stream from DRAM as they do in decode of a model bigger than the cache
+ * Reference lines first: memcpy and plain read bandwidth over the same pool size, and OpenBLAS sgemm on one
+ * thread.
+ * Each figure is the best of several timed batches (the machine is shared; the best is the least disturbed).
+ */
+#include <cblas.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kcpu.h"
+#include "kdtype.h"
+
+/* Larger than the last-level cache of current server parts (up to ~500 MiB on some), so "cold" reads DRAM. */
+#define POOL_BYTES ((size_t)1 << 30)
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint64_t rng_state = 12345;
+static float rand_f32(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)((z >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+typedef struct bench_case {
+    int wtype, n_out, n_in, n_rows, fast;
+    const uint8_t *w; /* pool of copies, each w_bytes apart */
+    size_t w_row_bytes, w_bytes;
+    int n_copies;
+    const float *x;
+    const uint8_t *xq;
+    size_t xq_row_bytes;
+    float *y;
+} bench_case;
+
+static void run_once(const bench_case *c, int copy) {
+    const uint8_t *w = c->w + (size_t)copy * c->w_bytes;
+    if (c->fast)
+        sl_k_matmul_q(c->wtype, w, c->w_row_bytes, 0, c->n_out, c->n_in, c->xq, c->xq_row_bytes, c->n_rows, c->y,
+                      c->n_out);
+    else
+        sl_k_matmul_f32(c->wtype, w, c->w_row_bytes, 0, c->n_out, c->n_in, c->x, c->n_in, c->n_rows, c->y, c->n_out);
+}
+
+/* Best seconds per call over `batches` batches of about min_s each. hot: always copy 0. */
+static double time_case(const bench_case *c, int hot, double min_s, int batches) {
+    int iters = 1;
+    double t0 = now_s();
+    run_once(c, 0);
+    double one = now_s() - t0;
+    if (one > 0) iters = (int)(min_s / one) + 1;
+    double best = 1e30;
+    int copy = 1 % c->n_copies;
+    for (int b = 0; b < batches; b++) {
+        t0 = now_s();
+        for (int i = 0; i < iters; i++) {
+            run_once(c, hot ? 0 : copy);
+            if (++copy == c->n_copies) copy = 0;
+        }
+        double t = (now_s() - t0) / iters;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+static void bench_memcpy(uint8_t *pool) {
+    uint8_t *dst = malloc(POOL_BYTES / 2);
+    if (!dst) return;
+    memset(dst, 1, POOL_BYTES / 2);
+    double best = 1e30;
+    for (int i = 0; i < 5; i++) {
+        double t0 = now_s();
+        memcpy(dst, pool + (i & 1) * (POOL_BYTES / 2), POOL_BYTES / 2);
+        double t = now_s() - t0;
+        best = t < best ? t : best;
+    }
+    printf("memcpy %4zu MiB:   %6.1f GB/s copied (%.1f GB/s of reads + writes)\n", POOL_BYTES / 2 >> 20,
+           (double)(POOL_BYTES / 2) / best * 1e-9, 2.0 * (double)(POOL_BYTES / 2) / best * 1e-9);
+    free(dst);
+}
+
+static volatile uint64_t bench_sink; /* keeps the read loop's sums alive */
+
+/* Plain streaming read: the ceiling for "cold" weight rows, which are read once and never written. */
+static void bench_read(const uint8_t *pool) {
+    const uint64_t *p = (const uint64_t *)pool;
+    const size_t n = POOL_BYTES / sizeof(uint64_t);
+    double best = 1e30;
+    uint64_t sink = 0;
+    for (int i = 0; i < 5; i++) {
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0; /* four chains so the adds never limit the loads */
+        double t0 = now_s();
+        for (size_t j = 0; j < n; j += 4) {
+            s0 += p[j];
+            s1 += p[j + 1];
+            s2 += p[j + 2];
+            s3 += p[j + 3];
+        }
+        double t = now_s() - t0;
+        sink += s0 + s1 + s2 + s3;
+        best = t < best ? t : best;
+    }
+    bench_sink = sink;
+    printf("read   %4zu MiB:   %6.1f GB/s (one thread, plain loads)\n", POOL_BYTES >> 20, (double)POOL_BYTES / best * 1e-9);
+}
+
+static void bench_sgemm(int m, int n, int k) {
+    float *a = malloc(sizeof(float) * (size_t)m * k), *b = malloc(sizeof(float) * (size_t)n * k);
+    float *c = malloc(sizeof(float) * (size_t)m * n);
+    for (size_t i = 0; i < (size_t)m * k; i++) a[i] = rand_f32();
+    for (size_t i = 0; i < (size_t)n * k; i++) b[i] = rand_f32();
+    double best = 1e30;
+    for (int r = 0; r < 7; r++) {
+        int iters = 20;
+        double t0 = now_s();
+        for (int i = 0; i < iters; i++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, b, k, 0.0f, c, n);
+        double t = (now_s() - t0) / iters;
+        best = t < best ? t : best;
+    }
+    printf("openblas sgemm %5d x %5d x %5d (rows x n_out x n_in), 1 thread: %7.1f GFLOP/s\n", m, n, k,
+           2.0 * m * n * k / best * 1e-9);
+    free(a), free(b), free(c);
+}
+
+int main(int argc, char **argv) {
+    const int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    const double min_s = quick ? 0.02 : 0.1;
+    const int batches = quick ? 3 : 5;
+    openblas_set_num_threads(1);
+    sl_kcpu_init();
+    printf("sluice kernel benchmark: SIMD %s, one thread\n\n", sl_kcpu_simd_name());
+
+    uint8_t *pool = malloc(POOL_BYTES);
+    if (!pool) {
+        fprintf(stderr, "cannot allocate %zu MiB\n", POOL_BYTES >> 20);
+        return 1;
+    }
+    memset(pool, 0x5a, POOL_BYTES); /* not 0: malloc + memset 0 may become calloc, whose untouched pages all
+                                      * map the one zero page, and reads of it come from cache */
+    bench_memcpy(pool);
+    bench_read(pool);
+    bench_sgemm(16, 576, 576);
+    bench_sgemm(16, 1536, 576);
+    bench_sgemm(1, 1536, 576);
+
+    static const int shapes[][2] = {{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
+    static const int types[] = {SL_DTYPE_Q4_1, SL_DTYPE_Q4_0, SL_DTYPE_Q8_0, SL_DTYPE_F16, SL_DTYPE_BF16, SL_DTYPE_F32};
+    static const int rows[] = {1, 16};
+    const int max_rows = 16, max_in = 1536;
+    float *x = malloc(sizeof(float) * max_rows * max_in);
+    for (int i = 0; i < max_rows * max_in; i++) x[i] = rand_f32();
+    uint8_t *xq = malloc(sizeof(sl_block_q8_1) * (max_in / 32) * max_rows);
+    float *y = malloc(sizeof(float) * (size_t)max_rows * 49152);
+    float *src = malloc(sizeof(float) * (size_t)49152 * 576);
+
+    printf("\n%-5s %-11s %4s %-5s | %9s %8s %8s | %9s %8s %8s\n", "type", "n_out x n_in", "rows", "mode", "hot us",
+           "GB/s", "GFLOP/s", "cold us", "GB/s", "GFLOP/s");
+    printf("----------------------------------+-----------------------------+-----------------------------\n");
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            const int wtype = types[t], n_out = shapes[s][0], n_in = shapes[s][1];
+            const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
+            for (size_t i = 0; i < (size_t)n_out * n_in; i++) src[i] = rand_f32();
+            for (int o = 0; o < n_out; o++) sl_k_quantize_row(wtype, src + (size_t)o * n_in, pool + o * row_bytes, n_in);
+            int n_copies = (int)(POOL_BYTES / w_bytes);
+            for (int c = 1; c < n_copies; c++) memcpy(pool + (size_t)c * w_bytes, pool, w_bytes);
+            const int at = sl_k_act_type(wtype);
+            const size_t xq_row_bytes = at >= 0 ? sl_dtype_row_bytes(at, n_in) : 0;
+            if (at >= 0)
+                for (int r = 0; r < max_rows; r++) sl_k_quantize_row(at, x + r * n_in, xq + r * xq_row_bytes, n_in);
+            for (size_t r = 0; r < 2; r++)
+                for (int fast = at >= 0; fast >= 0; fast--) {
+                    bench_case c = {wtype, n_out, n_in, rows[r], fast, pool, row_bytes, w_bytes, n_copies, x, xq,
+                                    xq_row_bytes, y};
+                    const double hot = time_case(&c, 1, min_s, batches), cold = time_case(&c, 0, min_s, batches);
+                    const double flop = 2.0 * rows[r] * n_out * n_in;
+                    char shape[32];
+                    snprintf(shape, sizeof shape, "%dx%d", n_out, n_in);
+                    printf("%-5s %-11s %4d %-5s | %9.1f %8.1f %8.1f | %9.1f %8.1f %8.1f\n", sl_dtype_name(wtype), shape,
+                           rows[r], fast ? "fast" : "exact", hot * 1e6, (double)w_bytes / hot * 1e-9, flop / hot * 1e-9,
+                           cold * 1e6, (double)w_bytes / cold * 1e-9, flop / cold * 1e-9);
+                    fflush(stdout);
+                }
+        }
+
+    /* What fast mode adds per call: quantizing the activation rows. */
+    for (int n_in = 576; n_in <= 1536; n_in += 960) {
+        double best = 1e30;
+        for (int b = 0; b < batches; b++) {
+            const int iters = 20000;
+            double t0 = now_s();
+            for (int i = 0; i < iters; i++) sl_k_quantize_row(SL_DTYPE_Q8_1, x, xq, n_in);
+            double tt = (now_s() - t0) / iters;
+            best = tt < best ? tt : best;
+        }
+        printf("\nquantize one activation row to q8_1, n_in %d: %.2f us", n_in, best * 1e6);
+    }
+    printf("\n");
+    free(pool), free(x), free(xq), free(y), free(src);
+    return 0;
+}
