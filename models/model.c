@@ -229,7 +229,7 @@ int sl_model_has_chat_template(const sl_model *m) { return m->chat != NULL; }
 sl_status sl_model_render_chat(const sl_model *m, const sl_chat_message *msgs, size_t n, int add_generation_prompt,
                                char **text) {
     if (!m->chat)
-        return sl__errorf(SL_UNSUPPORTED, "the model has no chat template; pass --chat-template NAME");
+        return sl__errorf(SL_UNSUPPORTED, "the model has no chat template; set the chat_template setting (--chat-template NAME: chatml, llama3, mistral, ...)");
     return sl_chat_render(m->chat, msgs, n, add_generation_prompt, text);
 }
 

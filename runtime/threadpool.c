@@ -65,7 +65,9 @@ static inline void sl__cpu_relax(void) {
 static void *sl__worker_main(void *p) {
     sl_worker *w = p;
     sl_threadpool *pool = w->pool;
-    unsigned seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+    /* The pool starts at generation 0 and only run() bumps it, so a worker that starts late still sees the
+     * first task as new (reading the counter here instead would lose a task published before we ran). */
+    unsigned seen = 0;
     for (;;) {
         unsigned gen;
         int spins = 0;
@@ -149,7 +151,7 @@ void sl_threadpool_run(sl_threadpool *p, sl_task_fn fn, void *arg) {
     p->fn = fn;
     p->arg = arg;
     atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_acq_rel);
+    atomic_fetch_add(&p->generation, 1); /* seq_cst: pairs with the sleeper's n_sleeping increment (Dekker) */
     if (atomic_load(&p->n_sleeping) > 0) {
         pthread_mutex_lock(&p->mutex);
         pthread_cond_broadcast(&p->cond);
