@@ -4,6 +4,7 @@
  *   sluice generate -m MODEL -p PROMPT [-n N] [--temp T --top-p P --seed S] [--chat]
  *   sluice tokenize -m MODEL [--ids|--pieces] [--add-special] [--parse-special] [TEXT]
  *   sluice info -m MODEL
+ *   sluice serve [-m MODEL] [--host H] [--port P] [...]   (the HTTP server: server/api.c)
  *
  * Settings common to every command (model, threads, precision, ...) come from the configuration table
  * (sluice/config.h: flags, SLUICE_* environment variables, a YAML file); each command parses only its own
@@ -17,6 +18,7 @@
 
 #include "sluice/config.h"
 #include "sluice/sluice.h"
+#include "api.h"
 
 #define MAX_STOPS 16
 
@@ -44,6 +46,9 @@ static void usage(FILE *f) {
             "             --pieces             one token per line: id and its text\n"
             "             --add-special        add BOS/EOS as the model's tokenizer does\n"
             "             --parse-special      text of special tokens (\"<|im_end|>\") becomes those tokens\n"
+            "  serve      Run the OpenAI-compatible HTTP server (settings below: host, port, api_key, limits).\n"
+            "             Prints 'sluice: listening on http://HOST:PORT'; --port 0 picks a free port.\n"
+            "             SIGTERM/SIGINT: stop accepting, finish in-flight requests (shutdown_grace), exit 0.\n"
             "  info       Print a model file's metadata and tensor table.\n"
             "  version    Print the version.\n"
             "\n"
@@ -424,8 +429,10 @@ int main(int argc, char **argv) {
         run = cmd_tokenize;
     else if (!strcmp(cmd, "info"))
         run = cmd_info;
+    else if (!strcmp(cmd, "serve"))
+        run = sl_serve_main;
     else {
-        fprintf(stderr, "sluice: unknown command '%s' (commands: generate, tokenize, info, version; see --help)\n", cmd);
+        fprintf(stderr, "sluice: unknown command '%s' (commands: generate, tokenize, serve, info, version; see --help)\n", cmd);
         return 2;
     }
     sl_config cfg;

@@ -63,6 +63,17 @@
  *       half-filled last block of every sequence wastes more memory than paging saves.
  *   kv_cache_size <= 16TiB: more than any host or GPU has; keeps byte counts far from overflow.
  *   port <= 65535: a TCP port; 0 lets the kernel pick one.
+ *   max_connections <= 65536: each connection holds a file descriptor and a few KiB; more than one process's
+ *       usual descriptor limit.
+ *   max_header_size 1KiB..1MiB: below 1KiB ordinary clients' headers do not fit; above 1MiB is only ever an
+ *       attack (nginx's largest default buffer is 32KiB).
+ *   max_body_size 1KiB..1GiB: a body is held in memory whole until parsed; 1GiB is far beyond 2048 embedding
+ *       inputs of a full context each.
+ *   keepalive/header/body/write timeouts 0.1s..1h: short enough to test in a second, long enough for any
+ *       sane client; a connection idle for an hour is a leak, not a client.
+ *   max_output_buffer 4KiB..1GiB: at least a few SSE events; at most what one slow client may pin.
+ *   shutdown_grace <= 1h: orchestrators kill far sooner (Kubernetes' default is 30 s).
+ *   default_max_tokens <= 2^24: the same bound as max_model_len, which caps it anyway.
  */
 #define SL_CONFIG_TABLE(X)                                                                                  \
     X("Model", model, STRING, 'm', "", 0, 0, NULL,                                                          \
@@ -97,6 +108,38 @@
       "Reuse the KV cache of identical prompt prefixes across requests.")                                   \
     X("Server", host, STRING, 0, "127.0.0.1", 0, 0, NULL, "Address the HTTP server listens on.")             \
     X("Server", port, INT, 0, "8080", 0, 65535, NULL, "TCP port of the HTTP server; 0: any free port.")      \
+    X("Server", api_key, STRING, 0, "", 0, 0, NULL,                                                         \
+      "API key clients must send as 'Authorization: Bearer KEY' (not needed for /health and /ready). Empty: " \
+      "no key is asked for.")                                                                               \
+    X("Server", api_key_file, STRING, 0, "", 0, 0, NULL,                                                    \
+      "File of API keys, one per line (blank lines and lines starting with # ignored); each is accepted as " \
+      "api_key is. Keeps keys out of the process list.")                                                    \
+    X("Server", cors_allowed_origins, STRING, 0, "", 0, 0, NULL,                                            \
+      "Origins browsers may call the API from, comma-separated (https://app.example.com), or * for any. "    \
+      "Empty: no CORS headers are sent.")                                                                    \
+    X("Server", max_connections, INT, 0, "1024", 1, 65536, NULL,                                            \
+      "Most open client connections; beyond it new ones get a 503 and are closed.")                          \
+    X("Server", max_header_size, SIZE, 0, "16KiB", 1024, 1048576, NULL,                                     \
+      "Most bytes of a request line plus headers (HTTP 431 beyond).")                                       \
+    X("Server", max_body_size, SIZE, 0, "8MiB", 1024, 1073741824, NULL,                                     \
+      "Most bytes of a request body, chunk framing included (HTTP 413 beyond).")                            \
+    X("Server", keepalive_timeout, FLOAT, 0, "5", 0.1, 3600, NULL,                                          \
+      "Seconds an idle keep-alive connection is kept open.")                                                \
+    X("Server", header_timeout, FLOAT, 0, "10", 0.1, 3600, NULL,                                            \
+      "Seconds a client has to send a request's line and headers (HTTP 408 after).")                         \
+    X("Server", body_timeout, FLOAT, 0, "30", 0.1, 3600, NULL,                                              \
+      "Seconds a client has to send a request's body once its headers came (HTTP 408 after).")               \
+    X("Server", write_timeout, FLOAT, 0, "30", 0.1, 3600, NULL,                                             \
+      "Seconds queued output may make no progress before the client counts as gone (its request is "        \
+      "cancelled).")                                                                                        \
+    X("Server", max_output_buffer, SIZE, 0, "4MiB", 4096, 1073741824, NULL,                                 \
+      "Most output queued for one connection; a client that lets more pile up is cut off and its request "  \
+      "cancelled.")                                                                                         \
+    X("Server", shutdown_grace, FLOAT, 0, "30", 0, 3600, NULL,                                              \
+      "Seconds in-flight requests get to finish after SIGTERM/SIGINT; the rest then end with an error.")     \
+    X("Server", default_max_tokens, INT, 0, "0", 0, 16777216, NULL,                                         \
+      "Tokens a chat completion may generate when the request gives no max_tokens. 0: up to the context "   \
+      "length. (Completions default to 16, as in OpenAI's API.)")                                           \
     X("Logging", log_level, ENUM, 0, "info", 0, 0, "error|warn|info|debug", "Least severe messages logged.")
 
 /* The C type of a field, by row type. Strings are const: sl_config owns the ones it allocated. */
