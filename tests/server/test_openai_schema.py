@@ -1,15 +1,7 @@
 """Response bodies of `sluice serve` validated against tests/data/openai-openapi-subset.yaml (a copy of shared/specs/) (JSON Schema
 2020-12, which OpenAPI 3.1 schemas are), and the logprobs shapes through the official SDK (max_retries=0)."""
-import copy
 import json
 import os
-import re
-import select
-import signal
-import socket
-import subprocess
-import tempfile
-import time
 
 import jsonschema
 import openai
@@ -17,9 +9,8 @@ import pytest
 import requests
 import yaml
 
-DATA = os.environ.get("SLUICE_TEST_DATA", os.path.join(os.path.dirname(__file__), "..", "data"))
-TINY = os.path.join(DATA, "stories260K.gguf")
-MODEL = "stories260K"
+from sluice_server import MODEL, Server
+
 SPEC = os.path.join(os.path.dirname(__file__), "..", "data", "openai-openapi-subset.yaml")
 
 
@@ -59,44 +50,11 @@ def check(name, obj):
     assert not errors, f"{name}: {errors}"
 
 
-def wait_ready(port, proc, timeout=60):
-    """Polls /ready: the server listens before its model is loaded and answers 503 until then."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.02)
-    return False
-
-
 @pytest.fixture(scope="module")
 def base():
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([os.environ["SLUICE_BIN"], "serve", "-m", TINY, "--port", "0", "-t", "2", "--max-model-len",
-                             "256", "--chat-template", "chatml"], stdout=subprocess.PIPE, stderr=log)
-    line, deadline = b"", time.time() + 60
-    while time.time() < deadline and b"\n" not in line:
-        if select.select([proc.stdout], [], [], 0.5)[0]:
-            ch = os.read(proc.stdout.fileno(), 1)
-            if not ch:
-                break
-            line += ch
-    m = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", line)
-    assert m, line
-    assert wait_ready(int(m.group(1)), proc)
-    yield f"http://127.0.0.1:{int(m.group(1))}"
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    assert rc == 0
+    s = Server()
+    yield s.base
+    assert s.stop() == 0, s.stderr()
 
 
 def sse(text):
