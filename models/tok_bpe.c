@@ -153,12 +153,6 @@ typedef struct bpe_sym {
     int32_t prev, next;
 } bpe_sym;
 
-typedef struct bpe_pair {
-    int32_t rank;
-    int32_t left, right; /* symbol indices */
-    int32_t size;        /* left.n + right.n when the pair was made: a mismatch later means it is stale */
-} bpe_pair;
-
 /* Per-call scratch, grown to the largest fragment and word of the call, freed at its end. */
 typedef struct bpe_scratch {
     uint32_t *cp;        /* [n_cp] codepoints of the fragment (SL_UTF8_INVALID for a stray byte) */
@@ -169,7 +163,7 @@ typedef struct bpe_scratch {
     size_t n_words;
     char *wbuf;          /* [2 * word bytes] the word in byte-level characters */
     bpe_sym *sym;        /* [word bytes] */
-    bpe_pair *heap;      /* [3 * word bytes]: n - 1 initial pairs plus at most 2 per merge */
+    sl_tok_pair *heap;      /* [3 * word bytes]: n - 1 initial pairs plus at most 2 per merge */
     size_t cap_word, n_heap;
 } bpe_scratch;
 
@@ -309,36 +303,6 @@ static void split_words(const sl_tokenizer *t, bpe_scratch *s, int32_t n) {
 
 /* ---- merges ---- */
 
-static inline int pair_before(const bpe_pair *a, const bpe_pair *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(bpe_scratch *s, bpe_pair p) {
-    size_t i = s->n_heap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_before(&p, &s->heap[parent])) break;
-        s->heap[i] = s->heap[parent];
-        i = parent;
-    }
-    s->heap[i] = p;
-}
-
-static bpe_pair heap_pop(bpe_scratch *s) {
-    bpe_pair top = s->heap[0], last = s->heap[--s->n_heap];
-    size_t i = 0, n = s->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && pair_before(&s->heap[c + 1], &s->heap[c])) c++;
-        if (!pair_before(&s->heap[c], &last)) break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (n > 0) s->heap[i] = last;
-    return top;
-}
-
 static void add_pair(const sl_tokenizer *t, bpe_scratch *s, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const bpe_sym *l = &s->sym[left], *r = &s->sym[right];
@@ -346,7 +310,7 @@ static void add_pair(const sl_tokenizer *t, bpe_scratch *s, int32_t left, int32_
     int32_t rank = merge_rank(t, s->wbuf + l->start, (size_t)l->n, s->wbuf + r->start, (size_t)r->n);
     if (rank < 0) return;
     SL_ASSERT(s->n_heap < 3 * s->cap_word);
-    heap_push(s, (bpe_pair){rank, left, right, l->n + r->n});
+    sl_tok_heap_push(s->heap, &s->n_heap, (sl_tok_pair){(float)rank, left, right, l->n + r->n});
 }
 
 /* BPE of one word: bytes [w, w + n) of the text. */
@@ -367,7 +331,7 @@ static sl_status encode_word(const sl_tokenizer *t, bpe_scratch *s, const unsign
     s->n_heap = 0;
     for (size_t i = 1; i < n; i++) add_pair(t, s, (int32_t)i - 1, (int32_t)i);
     while (s->n_heap > 0) {
-        bpe_pair p = heap_pop(s);
+        sl_tok_pair p = sl_tok_heap_pop(s->heap, &s->n_heap);
         bpe_sym *l = &s->sym[p.left], *r = &s->sym[p.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != p.size) continue; /* stale */
         l->n += r->n;

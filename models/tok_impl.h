@@ -113,4 +113,17 @@ sl_status sl__tok_spm_encode(const sl_tokenizer *t, const char *text, const sl_t
  * never grows it); returns the length. */
 size_t sl__tok_bpe_piece(const sl_tokenizer *t, int32_t id, char *buf);
 
+/* A candidate merge of two adjacent symbols, in the min-heap both merge loops (BPE, SentencePiece) share:
+ * the lowest key merges first (BPE: the merge's rank; SentencePiece: the merged token's score, negated), ties
+ * to the leftmost pair. Ranks are below 2^24, so a float key holds them exactly. */
+typedef struct sl_tok_pair {
+    float key;
+    int32_t left, right; /* symbol indices */
+    int32_t size;        /* left.n + right.n when the pair was made: a mismatch later means it is stale */
+} sl_tok_pair;
+
+/* heap: [*n] pairs in heap order, with room for one more on push. */
+void sl_tok_heap_push(sl_tok_pair *heap, size_t *n, sl_tok_pair p);
+sl_tok_pair sl_tok_heap_pop(sl_tok_pair *heap, size_t *n);
+
 #endif /* SL_TOK_IMPL_H */

@@ -41,16 +41,10 @@ typedef struct spm_sym {
     int32_t prev, next;
 } spm_sym;
 
-typedef struct spm_pair {
-    float score;
-    int32_t left, right;
-    int32_t size; /* left.n + right.n when made; a mismatch later means the pair is stale */
-} spm_pair;
-
 typedef struct spm_scratch {
     char *buf;      /* [escaped bytes] the fragment with each space as "▁" (3 bytes), plus the prefix */
     spm_sym *sym;   /* [escaped bytes] */
-    spm_pair *heap; /* [3 * escaped bytes]: n - 1 initial pairs plus at most 2 per merge */
+    sl_tok_pair *heap; /* [3 * escaped bytes]: n - 1 initial pairs plus at most 2 per merge */
     size_t cap, n_heap;
 } spm_scratch;
 
@@ -70,36 +64,6 @@ static sl_status scratch_reserve(spm_scratch *s, size_t escaped) {
     return SL_OK;
 }
 
-static inline int pair_before(const spm_pair *a, const spm_pair *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void heap_push(spm_scratch *s, spm_pair p) {
-    size_t i = s->n_heap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_before(&p, &s->heap[parent])) break;
-        s->heap[i] = s->heap[parent];
-        i = parent;
-    }
-    s->heap[i] = p;
-}
-
-static spm_pair heap_pop(spm_scratch *s) {
-    spm_pair top = s->heap[0], last = s->heap[--s->n_heap];
-    size_t i = 0, n = s->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && pair_before(&s->heap[c + 1], &s->heap[c])) c++;
-        if (!pair_before(&s->heap[c], &last)) break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (n > 0) s->heap[i] = last;
-    return top;
-}
-
 static void add_pair(const sl_tokenizer *t, spm_scratch *s, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const spm_sym *l = &s->sym[left], *r = &s->sym[right];
@@ -108,7 +72,7 @@ static void add_pair(const sl_tokenizer *t, spm_scratch *s, int32_t left, int32_
     int32_t id = sl__tok_lookup(t, s->buf + l->start, n);
     if (id < 0) return;
     SL_ASSERT(s->n_heap < 3 * s->cap);
-    heap_push(s, (spm_pair){t->score[id], left, right, (int32_t)n});
+    sl_tok_heap_push(s->heap, &s->n_heap, (sl_tok_pair){-t->score[id], left, right, (int32_t)n});
 }
 
 static sl_status encode_fragment(const sl_tokenizer *t, spm_scratch *s, const char *text, size_t len, int prefix,
@@ -146,7 +110,7 @@ static sl_status encode_fragment(const sl_tokenizer *t, spm_scratch *s, const ch
     s->n_heap = 0;
     for (int32_t i = 1; i < n_sym; i++) add_pair(t, s, i - 1, i);
     while (s->n_heap > 0) {
-        spm_pair p = heap_pop(s);
+        sl_tok_pair p = sl_tok_heap_pop(s->heap, &s->n_heap);
         spm_sym *l = &s->sym[p.left], *r = &s->sym[p.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != p.size) continue; /* stale */
         l->n += r->n;

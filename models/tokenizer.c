@@ -696,3 +696,34 @@ sl_status sl_tokenizer_decode(const sl_tokenizer *t, const int32_t *ids, size_t 
     *len_out = len;
     return SL_OK;
 }
+
+/* ---- the merge heap both tokenizers share (tok_impl.h) ---- */
+static inline int sl__pair_before(const sl_tok_pair *a, const sl_tok_pair *b) {
+    return a->key < b->key || (a->key == b->key && a->left < b->left);
+}
+
+void sl_tok_heap_push(sl_tok_pair *heap, size_t *n, sl_tok_pair p) {
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!sl__pair_before(&p, &heap[parent])) break;
+        heap[i] = heap[parent];
+        i = parent;
+    }
+    heap[i] = p;
+}
+
+sl_tok_pair sl_tok_heap_pop(sl_tok_pair *heap, size_t *n) {
+    sl_tok_pair top = heap[0], last = heap[--*n];
+    size_t i = 0, m = *n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= m) break;
+        if (c + 1 < m && sl__pair_before(&heap[c + 1], &heap[c])) c++;
+        if (!sl__pair_before(&heap[c], &last)) break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    if (m > 0) heap[i] = last;
+    return top;
+}
