@@ -15,6 +15,8 @@
  */
 #include "http.h"
 
+#define SL_MIN_SIZE(a, b) ((a) < (b) ? (a) : (b))
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -697,6 +699,11 @@ static void on_connection(uv_stream_t *server, int status) {
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1); /* streamed tokens must not wait for Nagle's timer */
+    /* Bound the kernel's share too: left to autotuning, a socket's send buffer grows to tcp_wmem's maximum
+     * (4 MiB by default) for a client that does not read, hiding the stall from max_output_bytes. The
+     * kernel doubles the value given; 256 KiB keeps a fast reader's throughput (a few ms of tokens). */
+    int sndbuf = (int)SL_MIN_SIZE(s->lim.max_output_bytes, (size_t)256 << 10);
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &sndbuf);
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
