@@ -273,7 +273,7 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
             return sl__errorf(SL_INTERNAL, "batch row %d: sequence %d outside [0, %d)", i, b->seq[i], b->n_seqs);
     }
     CHECK(ensure_capacity(c, T));
-    const int E = hp->n_embd, hd = hp->head_dim, qd = hp->n_head * hd, kvd = hp->n_head_kv * hd, F = hp->n_ff;
+    const int E = hp->n_embd, hd = hp->head_dim, F = hp->n_ff;
     for (int i = 0; i < T; i++) {
         c->row_seq[i] = b->seq[i];
         c->row_n_ctx[i] = b->pos[i] + 1;
@@ -310,8 +310,6 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
         CHECK(sl_backend_matmul(be, &L->w_down, c->ffg, T, c->xb2));
         CHECK(sl_backend_add(be, c->x, c->xb2, (size_t)T * E));
     }
-    (void)qd;
-    (void)kvd;
 
     /* Outputs: only the rows that asked go through the final norm and the (large) output product. */
     int n_logits = 0, n_hidden = 0;
