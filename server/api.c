@@ -33,6 +33,7 @@
 #include <uv.h>
 
 #include "http.h"
+#include "metrics.h"
 #include "sluice/sluice.h"
 
 /* Prompts in one completions request: each is its own engine request. */
@@ -90,6 +91,7 @@ typedef struct choice_state {
     int n_embd;
     json_t *logprobs;          /* accumulated logprobs in the endpoint's shape (non-streamed), or NULL */
     int64_t text_offset;       /* completions logprobs: bytes of text before the next token */
+    int64_t last_token_us;     /* metrics: the choice's previous token event (engine thread only) */
 } choice_state;
 
 struct exchange {
@@ -137,6 +139,8 @@ struct api {
     char **keys; /* accepted API keys (api_key and api_key_file's lines); none: no key asked for */
     int n_keys;
     uint64_t next_id;
+    sl_metrics *metrics; /* metrics: created once the model's served name is known */
+    FILE *access_log;    /* metrics: one JSON line per finished exchange, or NULL (off) */
 };
 
 /* ---- errors ------------------------------------------------------------------------------------------- */
@@ -536,6 +540,14 @@ static void on_engine_event(const sl_event *ev, void *user_data) {
     size_t n_top = ev->top_logprobs && ev->n_top > 0 ? (size_t)ev->n_top : 0;
     /* laid out by alignment: top (8-byte pairs are 4-aligned), floats, ints, then bytes */
     size_t lp_bytes = n_lp * (n_top * sizeof(sl_top_logprob) + sizeof(float) + sizeof(int32_t));
+    if (ev->type == SL_EVENT_TOKENS) { /* metrics: gaps between a choice's token events, as they arrive here */
+        int idx = sr->index * sr->ex->n + ev->choice;
+        if (idx >= 0 && idx < sr->ex->n_choices) {
+            int64_t now = sl_now_us(), *last = &sr->ex->choices[idx].last_token_us;
+            if (*last) sl_metrics_observe(a->metrics, SL_HIST_ITL, (double)(now - *last) * 1e-6);
+            *last = now;
+        }
+    }
     ev_item *it = malloc(sizeof *it + emb_bytes + lp_bytes + text_len + 1 + msg_len + 1);
     if (!it) return; /* the DONE event will still come; a lost delta under OOM is the lesser harm */
     memset(it, 0, sizeof *it);
@@ -603,7 +615,8 @@ static json_t *timings_json(const exchange *ex) {
     const sl_timings *t = &ex->timings;
     int64_t per_choice = ex->n_choices ? ex->usage.completion_tokens / ex->n_choices : 0;
     double decode_ms = ms_between(t->first_token_us, t->finished_us);
-    return json_pack("{s:f, s:f, s:f, s:f, s:f}", "queue_ms", ms_between(t->submitted_us, t->first_scheduled_us),
+    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}", "device_ms", (double)t->device_us / 1000.0, "queue_ms",
+                     ms_between(t->submitted_us, t->first_scheduled_us),
                      "prefill_ms", ms_between(t->first_scheduled_us, t->prefill_done_us), "ttft_ms",
                      ms_between(t->submitted_us, t->first_token_us), "per_output_token_ms",
                      per_choice > 1 ? decode_ms / (double)(per_choice - 1) : 0.0, "e2e_ms",
@@ -772,10 +785,40 @@ static void exchange_fail(exchange *ex, int status, const char *msg) {
     snprintf(ex->fail_msg, sizeof ex->fail_msg, "%s", msg);
 }
 
+/* metrics: the access log's line for one exchange that ends with HTTP status (499: the client went away, as
+ * nginx logs it). Written on the loop thread: a line is a few hundred bytes, buffered by stdio and flushed per
+ * line so that `tail -f` and log shippers see whole lines. */
+static void access_log_write(exchange *ex, int status) {
+    api *a = ex->a;
+    if (!a->access_log || ex->kind == EX_TOKENIZE) return;
+    struct timespec ts;
+    struct tm tm;
+    char when[40];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + n, sizeof when - n, ".%03ldZ", ts.tv_nsec / 1000000);
+    static const char *const endpoints[] = {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/tokenize"};
+    const char *fr = ex->n_choices && ex->kind != EX_EMBED ? ex->choices[0].finish_reason : NULL;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:n, s:i, s:b, s:I, s:I, s:I, s:o, s:o}", "time", when, "id", ex->id,
+                          "endpoint", endpoints[ex->kind], "model", a->info.name ? a->info.name : "", "tenant",
+                          "status", status, "stream", ex->stream, "prompt_tokens", (json_int_t)ex->usage.prompt_tokens,
+                          "cached_tokens", (json_int_t)ex->usage.cached_prompt_tokens, "completion_tokens",
+                          (json_int_t)ex->usage.completion_tokens, "finish_reason",
+                          fr ? json_string(fr) : json_null(), "timings", timings_json(ex));
+    char *line = o ? json_dumps(o, API_JSON_FLAGS) : NULL;
+    json_decref(o);
+    if (!line) return;
+    fprintf(a->access_log, "%s\n", line);
+    fflush(a->access_log);
+    free(line);
+}
+
 /* All prompts are done: the final body, or the stream's last events. */
 static void exchange_finish(exchange *ex) {
     api *a = ex->a;
     sl_http_conn *c = ex->conn;
+    access_log_write(ex, ex->failed ? ex->fail_status : 200); /* metrics */
     sl_http_conn_set_exchange(c, NULL);
     if (ex->stream) {
         int ok = 1;
@@ -912,7 +955,10 @@ static int exchange_on_event(exchange *ex, ev_item *it) {
         } else {
             json_decref(lp);
         }
-        if (it->type == SL_EVENT_FINISH) cs->finish_reason = finish_str(it->finish_reason);
+        if (it->type == SL_EVENT_FINISH) {
+            cs->finish_reason = finish_str(it->finish_reason);
+            sl_metrics_choice_done(ex->a->metrics, it->finish_reason); /* metrics */
+        }
         break;
     }
     case SL_EVENT_EMBEDDING:
@@ -935,6 +981,7 @@ static int exchange_on_event(exchange *ex, ev_item *it) {
         ex->usage.cached_prompt_tokens += it->usage.cached_prompt_tokens;
         ex->usage.completion_tokens += it->usage.completion_tokens;
         if (it->sub == 0) ex->timings = it->timings;
+        sl_metrics_request_done(ex->a->metrics, &it->usage, &it->timings, ex->n); /* metrics */
         if (it->status != SL_OK && it->status != SL_CANCELLED)
             exchange_fail(ex, 500, it->message ? it->message : sl_status_str(it->status));
         if (++ex->n_done == ex->n_sub) exchange_finish(ex);
@@ -968,6 +1015,7 @@ static void on_conn_close(sl_http_conn *c, void *exchange_ptr, void *user_data) 
         ex->conn = NULL;
         return;
     }
+    access_log_write(ex, 499); /* metrics */
     exchange_free(ex); /* cancels its engine requests at once */
     api_maybe_stop(a);
 }
@@ -1037,6 +1085,7 @@ static void submit_done(uv_work_t *w, int status) {
     if (ex->orphaned) {
         exchange_free(ex);
     } else if (j->err.status) {
+        access_log_write(ex, j->err.status); /* metrics */
         sl_http_conn_set_exchange(ex->conn, NULL);
         send_err(ex->conn, &j->err);
         exchange_free(ex);
@@ -1556,6 +1605,28 @@ static void on_request(sl_http_conn *c, const sl_http_request *r, void *user_dat
     }
     int key_ok = a->n_keys == 0;
     for (int i = 0; i < a->n_keys; i++) key_ok |= auth_ok(a->keys[i], r->authorization); /* no early exit */
+    /* metrics: the dashboard page holds no data (it asks /metrics, with the key it is given, for that) */
+    if (!strcmp(p, "/")) {
+        if (!get) goto method;
+        sl_http_respond(c, 200, "text/html; charset=utf-8", "Cache-Control: no-cache\r\n", sl_dashboard_html,
+                        strlen(sl_dashboard_html));
+        return;
+    }
+    if (!strcmp(p, "/metrics") && (key_ok || !a->cfg->metrics_require_key)) {
+        if (!get) goto method;
+        sl_engine_stats st;
+        sl_engine_stats_init(&st);
+        sl_buf b = {0};
+        if (!a->ready || !a->metrics) {
+            send_simple_err(c, 503, NULL, NULL, "the model is loading; retry when /ready answers 200");
+        } else if (sl_engine_get_stats(a->eng, &st) != SL_OK || sl_metrics_render(a->metrics, &st, &b) != SL_OK) {
+            send_simple_err(c, 503, NULL, NULL, "out of memory");
+        } else {
+            sl_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", "", b.p, b.n);
+        }
+        sl_buf_free(&b);
+        return;
+    }
     if (!key_ok) {
         api_err e;
         fail_at(&e, 401, NULL, "missing or incorrect API key: send 'Authorization: Bearer KEY'");
@@ -1629,7 +1700,8 @@ static void on_request(sl_http_conn *c, const sl_http_request *r, void *user_dat
     json_decref(root);
     return;
 method:
-    sl_http_conn_add_headers(c, !strncmp(p, "/v1/models", 10) || !strcmp(p, "/health") || !strcmp(p, "/ready")
+    sl_http_conn_add_headers(c, !strncmp(p, "/v1/models", 10) || !strcmp(p, "/health") || !strcmp(p, "/ready") ||
+                                        !strcmp(p, "/metrics") || !strcmp(p, "/")
                                     ? "Allow: GET, HEAD, OPTIONS\r\n"
                                     : "Allow: POST, OPTIONS\r\n");
     send_simple_err(c, 405, NULL, "method_not_allowed", "method not allowed for this route");
@@ -1762,6 +1834,14 @@ static void load_done(uv_work_t *w, int status) {
     } else {
         sl_model_info_init(&a->info);
         sl_engine_model_info(a->eng, &a->info);
+        if (sl_metrics_create(a->info.name, &a->metrics) != SL_OK) { /* metrics */
+            fprintf(stderr, "sluice serve: out of memory\n");
+            a->rc = 1;
+            api_stop(a);
+            free(j->default_path);
+            free(j);
+            return;
+        }
         a->ready = 1;
         printf("sluice: serving model '%s' (context %d tokens)\n", a->info.name, a->info.max_model_len);
         fflush(stdout);
@@ -1783,6 +1863,15 @@ int sl_serve_main(const sl_config *cfg, int argc, char **argv) {
         free_keys(a);
         free(a);
         return 2;
+    }
+    if (cfg->access_log && *cfg->access_log) { /* metrics */
+        a->access_log = strcmp(cfg->access_log, "-") ? fopen(cfg->access_log, "a") : stderr;
+        if (!a->access_log) {
+            fprintf(stderr, "sluice serve: --access-log %s: %s\n", cfg->access_log, strerror(errno));
+            free_keys(a);
+            free(a);
+            return 2;
+        }
     }
     a->loop = uv_default_loop();
     pthread_mutex_init(&a->mu, NULL);
@@ -1835,6 +1924,8 @@ int sl_serve_main(const sl_config *cfg, int argc, char **argv) {
     uv_run(a->loop, UV_RUN_DEFAULT);
     uv_loop_close(a->loop);
     sl_engine_free(a->eng);
+    sl_metrics_free(a->metrics); /* metrics: after the engine, whose thread observes into it */
+    if (a->access_log && a->access_log != stderr) fclose(a->access_log);
     pthread_mutex_destroy(&a->mu);
     free_keys(a);
     int rc = a->rc;

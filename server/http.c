@@ -24,6 +24,7 @@
 #include <strings.h>
 
 #include "llhttp.h"
+#include "metrics.h" /* metrics: the transport hooks (connections, responses by route) */
 
 /* Unparsed input held while a request is being answered: enough for a few pipelined small requests; past it
  * we stop reading until the answer is done (TCP backpressure does the rest). */
@@ -250,6 +251,7 @@ static void conn_fail(sl_http_conn *c, int status, const char *msg) {
     int h = snprintf(hdr, sizeof hdr,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
                      status, status_text(status), n);
+    sl_metrics_note_response("", status); /* metrics: refused before routing, so no route */
     conn_write(c, hdr, (size_t)h, body, (size_t)n);
     conn_close_after_write(c);
 }
@@ -283,6 +285,7 @@ static int header_block(sl_http_conn *c, sl_buf *h, int status, const char *cont
 void sl_http_respond(sl_http_conn *c, int status, const char *content_type, const char *extra_headers,
                      const char *body, size_t len) {
     if (c->closing || !c->busy) return;
+    sl_metrics_note_response(c->url.n ? c->url.p : "", status); /* metrics */
     sl_buf h = {0};
     if (!header_block(c, &h, status, content_type, extra_headers) ||
         !sl_buf_printf(&h, "Content-Length: %zu\r\n\r\n", len)) {
@@ -297,6 +300,7 @@ void sl_http_respond(sl_http_conn *c, int status, const char *content_type, cons
 
 void sl_http_stream_begin(sl_http_conn *c, int status, const char *content_type, const char *extra_headers) {
     if (c->closing || !c->busy) return;
+    sl_metrics_note_response(c->url.n ? c->url.p : "", status); /* metrics */
     c->chunked = c->parser.http_minor >= 1;
     if (!c->chunked) c->keep_alive = 0; /* HTTP/1.0: the end of the stream is the end of the connection */
     sl_buf h = {0};
@@ -673,6 +677,7 @@ static void conn_close(sl_http_conn *c) {
         s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->n_conns--;
+    sl_metrics_note_connection(-1); /* metrics */
     if (c->exchange && s->on_close) s->on_close(c, c->exchange, s->user_data);
     c->exchange = NULL;
     c->busy = 0;
@@ -708,6 +713,7 @@ static void on_connection(uv_stream_t *server, int status) {
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->n_conns++;
+    sl_metrics_note_connection(1); /* metrics */
     llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
     c->parser.data = c;
     c->state = ST_IDLE;

@@ -74,6 +74,7 @@
  *   max_output_buffer 4KiB..1GiB: at least a few SSE events; at most what one slow client may pin.
  *   shutdown_grace <= 1h: orchestrators kill far sooner (Kubernetes' default is 30 s).
  *   default_max_tokens <= 2^24: the same bound as max_model_len, which caps it anyway.
+ *   metrics_require_key, access_log: no bound (a boolean; a path the server opens once at start).
  */
 #define SL_CONFIG_TABLE(X)                                                                                  \
     X("Model", model, STRING, 'm', "", 0, 0, NULL,                                                          \
@@ -140,6 +141,12 @@
     X("Server", default_max_tokens, INT, 0, "0", 0, 16777216, NULL,                                         \
       "Tokens a chat completion may generate when the request gives no max_tokens. 0: up to the context "   \
       "length. (Completions default to 16, as in OpenAI's API.)")                                           \
+    X("Server", metrics_require_key, BOOL, 0, "true", 0, 0, NULL,                                          \
+      "GET /metrics asks for the API key when keys are set (the dashboard page itself never does). false: "  \
+      "Prometheus scrapes without a key.")                                                                  \
+    X("Server", access_log, STRING, 0, "", 0, 0, NULL,                                                      \
+      "Where one JSON line per finished request goes: a file path (appended to), - for stderr, empty: "      \
+      "off.")                                                                                               \
     X("Logging", log_level, ENUM, 0, "info", 0, 0, "error|warn|info|debug", "Least severe messages logged.")
 
 /* The C type of a field, by row type. Strings are const: sl_config owns the ones it allocated. */
