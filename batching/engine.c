@@ -5,18 +5,26 @@
  * mutex-protected inbox. The engine thread loops over steps, each three calls readable in one screen:
  *
  *   schedule()    — which tokens run this step: every running sequence's next chunk (a decode is a chunk of one
- *                   token), then waiting sequences admitted while max_num_seqs, the token budget and free KV
- *                   blocks allow; when a running sequence needs a block and none is free, the newest
- *                   lowest-priority sequence is preempted (its blocks freed, recomputed later). Pure policy.
+ *                   token), then waiting sequences admitted in (aged) priority order while max_num_seqs, the
+ *                   token budget and free KV blocks allow; an admitted sequence first takes every cached block
+ *                   of its prefix and skips their prefill. When a running sequence needs a block and none is
+ *                   free, the sequence that yields first (lowest aged priority, then newest) is preempted: its
+ *                   blocks are released and it is recomputed later (where the prefix cache usually still
+ *                   holds most of it). Pure policy.
  *   run()         — one sl_model_forward() over the flat batch of all those tokens.
- *   postprocess() — sample where a sequence's chunk reached its end, detokenize incrementally, check stops,
- *                   deliver events, free the blocks of finished sequences.
+ *   postprocess() — register blocks that became full in the prefix cache, sample where a sequence's chunk
+ *                   reached its end, detokenize incrementally, check stops, deliver events, release the blocks
+ *                   of finished sequences.
  *
- * A request with n choices is n sequences. Events go to the request's callback (on this thread) or to its
- * queue (read by sl_request_next_event on the caller's thread), never both.
+ * KV blocks belong to the block manager (kv_blocks.h): reference counts, block tables, the prefix cache keyed
+ * by a hash chain in the request's tenant namespace, LRU eviction of cached blocks nobody holds.
  *
- * This first version allocates KV blocks from a free list without sharing; the batching issue adds the block
- * manager with reference counts and prefix caching behind the same scheduling loop.
+ * Priority aging: a waiting sequence's effective priority improves by 1 every SL_AGING_STEPS steps it waits
+ * (see seq_key), so no stream of better-priority work can starve it.
+ *
+ * A request with n choices is n sequences; they share the prompt's full blocks through the prefix cache once
+ * one of them computed them. Events go to the request's callback (on this thread) or to its queue (read by
+ * sl_request_next_event on the caller's thread), never both.
  */
 #include <math.h>
 #include <pthread.h>
@@ -25,6 +33,7 @@
 #include <string.h>
 
 #include "detok.h"
+#include "kv_blocks.h"
 #include "model.h"
 #include "sampler.h"
 #include "sl_util.h"
@@ -46,9 +55,9 @@ typedef struct sl_seq {
     int n_tokens, cap;
     int n_computed;       /* tokens whose K/V are in the cache */
     int n_generated;
-    int32_t *blocks;      /* [max_blocks] block table */
-    int n_blocks;
-    int64_t arrival;      /* submission order, for FCFS among equal priorities */
+    sl_kv_table kv;       /* block table; kv.ids: [blocks for cap tokens] */
+    int64_t arrival;      /* submission order, for FCFS among equal keys */
+    int64_t key;          /* aged priority key, see seq_key(); lower runs first */
     int sched_n;          /* tokens scheduled this step */
     int sched_row;        /* first batch row this step */
     int logits_row;       /* row in the logits buffer, or -1 */
@@ -74,6 +83,7 @@ struct sl_request {
     int32_t *stop_ids;
     size_t n_stop_ids;
     int priority;
+    uint64_t kv_ns;                /* prefix-cache namespace of the tenant */
     int64_t deadline_us;
     sl_event_cb callback;
     void *user_data;
@@ -102,8 +112,9 @@ struct sl_engine {
     int n_vocab, n_embd;
     int block_size;
     int n_blocks_total;
-    int32_t *free_blocks;          /* stack of free block ids */
-    int n_free;
+    sl_kv_blocks *kv;              /* block manager (engine thread only) */
+    _Atomic int kv_free;           /* its free-block count after the last step, for sl_engine_get_stats */
+    int64_t n_steps;               /* scheduling rounds so far: the clock of priority aging */
     int32_t *eog_ids;              /* every token that ends generation, for min_tokens masking */
     int n_eog;
     /* engine thread */
@@ -118,7 +129,7 @@ struct sl_engine {
     /* owned by the engine thread */
     sl_seq **running;              /* [max_num_seqs] */
     int n_running;
-    sl_seq *wait_head;             /* sorted by (priority, arrival) */
+    sl_seq *wait_head;             /* sorted by (key, arrival) */
     sl_request_t *done_head;       /* finished requests whose engine reference is dropped at the step's end */
     /* step buffers, sized once for max_num_batched_tokens */
     int32_t *b_tokens, *b_pos, *b_seq;
@@ -274,19 +285,24 @@ static void deliver(sl_request_t *r, const sl_event *ev) {
 /* ---- KV blocks ----------------------------------------------------------------------------------------------------------- */
 static int blocks_needed(const sl_engine_t *e, int n_tokens) { return (n_tokens + e->block_size - 1) / e->block_size; }
 
+/* Drops s's block references (cached ones stay cached); its K/V must be recomputed if it runs again. */
 static void seq_free_blocks(sl_engine_t *e, sl_seq *s) {
-    for (int i = 0; i < s->n_blocks; i++) e->free_blocks[e->n_free++] = s->blocks[i];
-    s->n_blocks = 0;
+    sl_kv_blocks_release(e->kv, &s->kv);
     s->n_computed = 0;
+    /* published before a finishing request's DONE event, so a caller that saw DONE sees the blocks back */
+    atomic_store(&e->kv_free, sl_kv_blocks_n_free(e->kv));
 }
 
 /* Gives s blocks for its first n_tokens tokens; 0 if not enough are free (nothing taken then). */
-static int seq_grow_blocks(sl_engine_t *e, sl_seq *s, int n_tokens) {
-    int need = blocks_needed(e, n_tokens) - s->n_blocks;
-    if (need <= 0) return 1;
-    if (need > e->n_free) return 0;
-    for (int i = 0; i < need; i++) s->blocks[s->n_blocks++] = e->free_blocks[--e->n_free];
-    return 1;
+static int seq_grow_blocks(sl_engine_t *e, sl_seq *s, int n_tokens) { return sl_kv_blocks_grow(e->kv, &s->kv, n_tokens); }
+
+/* For a sequence holding no blocks: takes the cached blocks of its prefix and marks their tokens computed.
+ * Off when prefix caching is, and for prompt logprobs, which need every prompt position's logits. */
+static int seq_match_prefix(sl_engine_t *e, sl_seq *s) {
+    if (!e->params.enable_prefix_caching || s->req->prompt_logprobs >= 0) return 0;
+    int hit = sl_kv_blocks_match(e->kv, &s->kv, s->req->kv_ns, s->tokens, s->n_tokens);
+    s->n_computed = hit;
+    return hit;
 }
 
 /* ---- finishing --------------------------------------------------------------------------------------------------------------- */
@@ -333,7 +349,7 @@ static void seq_finish(sl_engine_t *e, sl_seq *s, sl_finish_reason why, const ch
 static void request_destroy(sl_request_t *r) {
     for (int i = 0; r->seqs && i < r->n; i++) {
         free(r->seqs[i].tokens);
-        free(r->seqs[i].blocks);
+        free(r->seqs[i].kv.ids);
         sl_detok_free(&r->seqs[i].detok);
     }
     free(r->seqs);
@@ -489,6 +505,7 @@ SL_API sl_status sl_request_submit(sl_engine_t *e, const sl_request_params *p, s
     r->prompt_logprobs = p->kind == SL_REQUEST_EMBED ? -1 : p->prompt_logprobs;
     r->skip_special = p->skip_special_tokens;
     r->priority = p->priority;
+    r->kv_ns = sl_kv_namespace(p->tenant);
     r->deadline_us = p->deadline_us;
     r->callback = p->callback;
     r->user_data = p->user_data;
@@ -532,8 +549,8 @@ SL_API sl_status sl_request_submit(sl_engine_t *e, const sl_request_params *p, s
         s->choice = i;
         s->cap = total;
         s->tokens = sl__malloc((size_t)total * sizeof(int32_t));
-        s->blocks = sl__malloc((size_t)blocks_needed(e, total) * sizeof(int32_t));
-        ok = ok && s->tokens && s->blocks;
+        s->kv.ids = sl__malloc((size_t)blocks_needed(e, total) * sizeof(int32_t));
+        ok = ok && s->tokens && s->kv.ids;
         if (!ok) break;
         memcpy(s->tokens, prompt, n_prompt * sizeof(int32_t));
         s->n_tokens = r->n_prompt;
@@ -623,8 +640,22 @@ SL_API void sl_request_free(sl_request_t *r) {
 }
 
 /* ---- the step ------------------------------------------------------------------------------------------------------------------ */
+/* Priority aging. A sequence of priority p that arrived at step t0 has, at step t, the effective priority
+ * p - (t - t0) / SL_AGING_STEPS: better by 1 every SL_AGING_STEPS steps waited. Comparing two of them at the
+ * same t, the t cancels out, so the order is that of the fixed key p * SL_AGING_STEPS + t0 and the waiting list
+ * never needs re-sorting. Starvation bound: a sequence is ahead of every sequence arriving more than
+ * (p - p_best) * SL_AGING_STEPS steps after it, p_best being the best priority in use; so from then on only
+ * the finitely many sequences already ahead of it can run before it. 64 steps (about a second of decoding on
+ * a small model) per priority level keeps priorities meaningful for interactive work while bounding the wait.
+ * Preemption uses the same key, so a sequence admitted by aging is not the first one evicted again. */
+#define SL_AGING_STEPS 64
+
+static int64_t seq_key(const sl_engine_t *e, const sl_request_t *r) {
+    return (int64_t)r->priority * SL_AGING_STEPS + e->n_steps;
+}
+
 static int seq_before(const sl_seq *a, const sl_seq *b) {
-    if (a->req->priority != b->req->priority) return a->req->priority < b->req->priority;
+    if (a->key != b->key) return a->key < b->key;
     return a->arrival < b->arrival;
 }
 
@@ -641,7 +672,7 @@ static void running_remove(sl_engine_t *e, int i) {
     e->n_running--;
 }
 
-/* Preempts the running sequence that yields first (lowest priority, then newest) among those with nothing
+/* Preempts the running sequence that yields first (worst aged priority key, then newest) among those with nothing
  * scheduled this step, other than keep. Returns the index it had, or -1 if there was none. */
 static int preempt_one(sl_engine_t *e, const sl_seq *keep) {
     int victim = -1;
@@ -669,9 +700,10 @@ static void intake(sl_engine_t *e) {
     pthread_mutex_unlock(&e->mu);
     while (r) {
         sl_request_t *next = r->next_in;
-        int64_t arrival = e->arrival_counter++;
+        int64_t arrival = e->arrival_counter++, key = seq_key(e, r);
         for (int i = 0; i < r->n; i++) {
             r->seqs[i].arrival = arrival;
+            r->seqs[i].key = key;
             wait_insert(e, &r->seqs[i]);
         }
         atomic_fetch_add(&e->n_waiting_reqs, 1);
@@ -699,6 +731,16 @@ static void intake(sl_engine_t *e) {
         }
         pp = &s->next_wait;
     }
+}
+
+/* n > 1: a later choice waits while choice 0 is still computing the shared prompt, then takes its full blocks
+ * from the prefix cache instead of computing them again (the waiting list is walked past it meanwhile). */
+static int seq_waits_for_sibling(const sl_engine_t *e, const sl_seq *s) {
+    const sl_request_t *r = s->req;
+    if (s->choice == 0 || !e->params.enable_prefix_caching || r->prompt_logprobs >= 0 || r->n_prompt <= e->block_size)
+        return 0;
+    const sl_seq *first = &r->seqs[0];
+    return first->state == SEQ_RUNNING && first->n_computed < r->n_prompt;
 }
 
 /* Plans the step; returns the number of batch rows. */
@@ -737,15 +779,30 @@ static int schedule(sl_engine_t *e) {
         }
     }
     /* 2. admit waiting sequences in priority order while room remains */
-    while (e->wait_head && budget > 0 && e->n_running < e->params.max_num_seqs) {
-        sl_seq *s = e->wait_head;
+    for (sl_seq **pp = &e->wait_head; *pp && budget > 0 && e->n_running < e->params.max_num_seqs;) {
+        sl_seq *s = *pp;
+        if (seq_waits_for_sibling(e, s)) {
+            pp = &s->next_wait;
+            continue;
+        }
+        int hit = seq_match_prefix(e, s);
         int n = SL_MIN(s->n_tokens - s->n_computed, budget);
-        if (!seq_grow_blocks(e, s, s->n_computed + n)) break; /* wait for blocks to free up */
-        e->wait_head = s->next_wait;
+        if (!seq_grow_blocks(e, s, s->n_computed + n)) {
+            seq_free_blocks(e, s); /* the cached blocks it took go back; wait for blocks to free up */
+            break;
+        }
+        *pp = s->next_wait;
         s->state = SEQ_RUNNING;
         e->running[e->n_running++] = s;
+        if (e->params.enable_prefix_caching) {
+            pthread_mutex_lock(&e->stats_mu);
+            e->stats.prefix_cache_queries_total += (uint64_t)s->n_tokens;
+            e->stats.prefix_cache_hits_total += (uint64_t)hit;
+            pthread_mutex_unlock(&e->stats_mu);
+        }
         if (s->req->timings.first_scheduled_us == 0) {
             s->req->timings.first_scheduled_us = sl_now_us();
+            s->req->usage.cached_prompt_tokens = SL_MIN(hit, s->req->n_prompt);
             atomic_fetch_sub(&e->n_waiting_reqs, 1);
         }
         s->sched_n = n;
@@ -761,7 +818,7 @@ static void build_batch(sl_engine_t *e, sl_batch *b, int n_rows) {
     int n_logits = 0, n_hidden = 0;
     for (int i = 0; i < e->n_running; i++) {
         sl_seq *s = e->running[i];
-        e->b_tables[i] = s->blocks;
+        e->b_tables[i] = s->kv.ids;
         e->b_seqs[i] = s;
         s->logits_row = -1;
         int want_prompt_lp = s->req->prompt_logprobs >= 0 && s->choice == 0 && !s->prompt_lp_done;
@@ -770,7 +827,7 @@ static void build_batch(sl_engine_t *e, sl_batch *b, int n_rows) {
             e->b_tokens[row] = s->tokens[p];
             e->b_pos[row] = p;
             e->b_seq[row] = i;
-            e->b_slot[row] = (int64_t)s->blocks[p / e->block_size] * e->block_size + p % e->block_size;
+            e->b_slot[row] = (int64_t)s->kv.ids[p / e->block_size] * e->block_size + p % e->block_size;
             int last = p == s->n_tokens - 1;
             uint8_t out = SL_OUT_NONE;
             if (last && s->req->kind == SL_REQUEST_EMBED)
@@ -900,6 +957,7 @@ static void postprocess(sl_engine_t *e, int64_t step_us, int n_rows) {
             }
         }
         s->n_computed += s->sched_n;
+        sl_kv_blocks_commit(e->kv, &s->kv, r->kv_ns, s->tokens, s->n_computed);
         if (s->n_computed < s->n_tokens) continue; /* more prompt to go */
         if (s->n_computed >= r->n_prompt && r->timings.prefill_done_us == 0) r->timings.prefill_done_us = sl_now_us();
         if (r->prompt_logprobs >= 0 && s->choice == 0 && !s->prompt_lp_done) {
@@ -953,6 +1011,8 @@ static void *engine_main(void *arg) {
         if (stop) break;
         intake(e);
         int n_rows = schedule(e);
+        e->n_steps++;
+        atomic_store(&e->kv_free, sl_kv_blocks_n_free(e->kv));
         if (n_rows == 0) {
             if (e->n_running == 0 && e->wait_head) {
                 /* Nothing can run and nothing runs: the head cannot get blocks. Cannot happen when the pool
@@ -1002,7 +1062,7 @@ static void engine_destroy(sl_engine_t *e) {
     sl_sampler_scratch_free(e->sampler);
     free(e->served_name);
     free(e->model_path);
-    free(e->free_blocks);
+    sl_kv_blocks_free(e->kv);
     free(e->eog_ids);
     free(e->running);
     free(e->b_tokens);
@@ -1091,13 +1151,9 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
     if (n_blocks > (1u << 30)) n_blocks = 1u << 30;
     e->n_blocks_total = (int)n_blocks;
     if ((st = sl_model_kv_alloc(e->model, e->n_blocks_total, e->block_size, p->kv_dtype)) != SL_OK) goto fail;
-    e->free_blocks = sl__malloc((size_t)e->n_blocks_total * sizeof(int32_t));
-    if (!e->free_blocks) {
-        st = sl__errorf(SL_OUT_OF_MEMORY, "block table");
+    if ((st = sl_kv_blocks_create(e->n_blocks_total, e->block_size, p->enable_prefix_caching, &e->kv)) != SL_OK)
         goto fail;
-    }
-    for (int i = 0; i < e->n_blocks_total; i++) e->free_blocks[i] = e->n_blocks_total - 1 - i;
-    e->n_free = e->n_blocks_total;
+    atomic_store(&e->kv_free, e->n_blocks_total);
 
     for (int pass = 0; pass < 2; pass++) {
         int n = 0;
@@ -1220,6 +1276,7 @@ SL_API sl_status sl_engine_get_stats(sl_engine_t *e, sl_engine_stats *s) {
     /* running/waiting/kv usage are read without the engine's lock: a momentary view is all a gauge needs */
     s->num_running = e->n_running;
     s->num_waiting = atomic_load(&e->n_waiting_reqs);
-    s->kv_cache_usage = 1.0 - (double)e->n_free / (double)e->n_blocks_total;
+    /* cached blocks nobody holds count as free: they are reused on demand */
+    s->kv_cache_usage = 1.0 - (double)atomic_load(&e->kv_free) / (double)e->n_blocks_total;
     return SL_OK;
 }
