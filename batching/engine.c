@@ -309,13 +309,14 @@ static int seq_match_prefix(sl_engine_t *e, sl_seq *s) {
 static void request_done(sl_engine_t *e, sl_request_t *r) {
     r->done = 1;
     r->timings.finished_us = sl_now_us();
-    sl_event ev = {.type = SL_EVENT_DONE, .usage = r->usage, .timings = r->timings, .stop_token = -1};
-    deliver(r, &ev);
+    /* Counters first: whoever sees DONE and then reads the stats finds this request counted. */
     pthread_mutex_lock(&e->stats_mu);
     e->stats.prompt_tokens_total += (uint64_t)r->usage.prompt_tokens;
     e->stats.generation_tokens_total += (uint64_t)r->usage.completion_tokens;
     pthread_mutex_unlock(&e->stats_mu);
     if (r->timings.first_scheduled_us == 0) atomic_fetch_sub(&e->n_waiting_reqs, 1);
+    sl_event ev = {.type = SL_EVENT_DONE, .usage = r->usage, .timings = r->timings, .stop_token = -1};
+    deliver(r, &ev);
     /* Released at the end of the step, once no running list points into it any more. */
     r->next_in = e->done_head;
     e->done_head = r;
