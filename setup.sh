@@ -28,11 +28,12 @@ cd "$root"
 # ninja-build and pkg-config configure and drive the build; python3/python3-venv make .venv; the -dev
 # packages are the libraries CMakeLists.txt finds (node-llhttp ships llhttp's C sources, compiled in);
 # curl is what the end-to-end tests drive the server with; ca-certificates lets it and pip speak HTTPS; wrk
-# is the HTTP load tool of benchmarks/RESULTS.md.
+# is the HTTP load tool of benchmarks/RESULTS.md; prometheus brings promtool, which lints /metrics in a test
+# (only the binary is used: no service is started).
 readonly DEB_PACKAGES=(
     cmake ninja-build gcc libc6-dev pkg-config python3 python3-venv
     libuv1-dev node-llhttp libopenblas-dev libjemalloc-dev libcriterion-dev libjansson-dev libyaml-dev
-    curl ca-certificates wrk
+    curl ca-certificates wrk prometheus
 )
 # The Python packages the tests and scripts import (module name differs from the package for pyyaml).
 readonly PY_PACKAGES=(numpy gguf tokenizers jinja2 pytest openai jsonschema requests pyyaml)

@@ -381,3 +381,16 @@ def test_dashboard_script_runs_on_real_metrics(logged, tmp_path):
     assert float(out["tps"]) > 0, out  # six tokens between the two scrapes
     assert "p50" in out["ttft"] and "ms" in out["ttft"], out
     assert {"rps", "tps", "ttft50", "itl50", "kv", "run"} <= set(out["series"]), out
+
+
+def test_promtool_finds_nothing_to_report(logged):
+    """`promtool check metrics` (Debian's prometheus package, which setup.sh installs) lints the exposition:
+    names, units, HELP/TYPE, counter suffixes. It must print nothing and succeed."""
+    import shutil
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: ./setup.sh installs Debian's prometheus package, which has it"
+    srv, _ = logged
+    srv.client().completions.create(model=MODEL, prompt="Once", max_tokens=4)
+    text = requests.get(srv.base + "/metrics", timeout=10).text
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
