@@ -29,15 +29,16 @@ cd "$root"
 # packages are the libraries CMakeLists.txt finds (node-llhttp ships llhttp's C sources, compiled in);
 # curl is what the end-to-end tests drive the server with; ca-certificates lets it and pip speak HTTPS; wrk
 # is the HTTP load tool of benchmarks/RESULTS.md; prometheus brings promtool, which lints /metrics in a test
-# (only the binary is used: no service is started).
+# (only the binary is used: no service is started); chromium and chromium-driver let a test look at the
+# dashboard in a real headless browser.
 readonly DEB_PACKAGES=(
     cmake ninja-build gcc libc6-dev pkg-config python3 python3-venv
     libuv1-dev node-llhttp libopenblas-dev libjemalloc-dev libcriterion-dev libjansson-dev libyaml-dev
-    curl ca-certificates wrk prometheus
+    curl ca-certificates wrk prometheus chromium chromium-driver
 )
 # The Python packages the tests and scripts import (module name differs from the package for pyyaml).
-readonly PY_PACKAGES=(numpy gguf tokenizers jinja2 pytest openai jsonschema requests pyyaml)
-readonly PY_MODULES=(numpy gguf tokenizers jinja2 pytest openai jsonschema requests yaml)
+readonly PY_PACKAGES=(numpy gguf tokenizers jinja2 pytest openai jsonschema requests pyyaml selenium)
+readonly PY_MODULES=(numpy gguf tokenizers jinja2 pytest openai jsonschema requests yaml selenium)
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }

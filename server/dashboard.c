@@ -17,6 +17,7 @@ const char sl_dashboard_html[] =
     "<html lang=\"en\">\n"
     "<head>\n"
     "<meta charset=\"utf-8\">\n"
+    "<link rel=\"icon\" href=\"data:,\">\n" /* no favicon request: the page fetches nothing but /metrics */
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
     "<title>Sluice dashboard</title>\n"
     "<style>\n"
