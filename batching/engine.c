@@ -1033,6 +1033,10 @@ static void *engine_main(void *arg) {
         pthread_mutex_lock(&e->stats_mu);
         e->stats.steps_total++;
         e->stats.busy_seconds_total += (double)dt * 1e-6;
+        int bucket = 0;
+        while (bucket < SL_STEP_TOKEN_BUCKETS - 1 && n_rows > SL_STEP_TOKENS_BOUND(bucket)) bucket++;
+        e->stats.steps_by_tokens[bucket]++;
+        e->stats.step_tokens_total += (uint64_t)n_rows;
         pthread_mutex_unlock(&e->stats_mu);
         if (st != SL_OK) {
             fail_all(e, st, sl_last_error());

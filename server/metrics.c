@@ -347,6 +347,20 @@ sl_status sl_metrics_render(sl_metrics *m, const sl_engine_stats *es, sl_buf *ou
                          es->prefix_cache_hits_total);
     ok = ok && counter_u(b, m, "engine_steps_total", "Engine steps run (schedule, forward, postprocess).",
                          es->steps_total);
+    /* tokens per engine step, from the engine's own bucket counts (cumulated here) */
+    ok = ok && family(b, "engine_step_tokens", "histogram", "Tokens (decodes plus prefill) per engine step.");
+    uint64_t cum = 0;
+    for (int i = 0; ok && i < SL_STEP_TOKEN_BUCKETS; i++) {
+        cum += es->steps_by_tokens[i];
+        char lab[32];
+        if (i < SL_STEP_TOKEN_BUCKETS - 1)
+            snprintf(lab, sizeof lab, "le=\"%d\"", SL_STEP_TOKENS_BOUND(i));
+        else
+            snprintf(lab, sizeof lab, "le=\"+Inf\"");
+        ok = sample_u(b, m, "engine_step_tokens_bucket", lab, cum);
+    }
+    ok = ok && sample_u(b, m, "engine_step_tokens_sum", NULL, es->step_tokens_total) &&
+         sample_u(b, m, "engine_step_tokens_count", NULL, cum);
     ok = ok && family(b, "device_busy_seconds_total", "counter", "Time the engine spent in steps, per device.") &&
          sample_d(b, m, "device_busy_seconds_total", "device=\"cpu\"", es->busy_seconds_total);
     ok = ok && family(b, "http_requests_total", "counter", "HTTP responses by route and status.");

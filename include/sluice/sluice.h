@@ -314,6 +314,10 @@ struct sl_event {
 /* ---------------------------------------------------------------------------------------------------- */
 /* Engine counters (for /metrics and the dashboard)                                                      */
 /* ---------------------------------------------------------------------------------------------------- */
+/* Buckets of sl_engine_stats.steps_by_tokens: bounds 1, 2, 4, ..., 2048 tokens, then the rest. */
+#define SL_STEP_TOKEN_BUCKETS 13
+#define SL_STEP_TOKENS_BOUND(i) (1 << (i)) /* for i < SL_STEP_TOKEN_BUCKETS - 1 */
+
 typedef struct sl_engine_stats {
     size_t struct_size;
     int num_running;
@@ -326,6 +330,10 @@ typedef struct sl_engine_stats {
     uint64_t prefix_cache_hits_total;    /* tokens found */
     uint64_t steps_total;
     double busy_seconds_total;      /* time spent in engine steps */
+    /* Tokens per step, a histogram: steps_by_tokens[i] counts steps of at most SL_STEP_TOKENS_BOUND(i) tokens
+     * (and more than the previous bound); the last slot counts the larger ones. */
+    uint64_t steps_by_tokens[SL_STEP_TOKEN_BUCKETS];
+    uint64_t step_tokens_total;     /* tokens run in all steps (recomputed ones included) */
 } sl_engine_stats;
 
 SL_API void sl_engine_stats_init(sl_engine_stats *s);

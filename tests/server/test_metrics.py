@@ -209,8 +209,11 @@ def test_every_series_is_labelled_and_the_families_are_there(logged):
             assert name.endswith("_total"), name
     for name in ("time_to_first_token_seconds", "inter_token_latency_seconds", "request_time_per_output_token_seconds",
                  "e2e_request_latency_seconds", "request_queue_time_seconds", "request_prefill_time_seconds",
-                 "request_decode_time_seconds"):
+                 "request_decode_time_seconds", "engine_step_tokens"):
         assert fams["sluice_" + name]["type"] == "histogram", name
+    # every engine step lands in exactly one tokens-per-step bucket
+    assert value(fams, "sluice_engine_step_tokens_count") == value(fams, "sluice_engine_steps_total") > 0
+    assert value(fams, "sluice_engine_step_tokens_sum") >= value(fams, "sluice_engine_step_tokens_count")
     for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"):
         assert fams["sluice_" + name]["type"] == "gauge", name
     for name in ("prompt_tokens_total", "generation_tokens_total", "request_success_total", "num_preemptions_total",

@@ -216,6 +216,8 @@ class EngineStatsC(Structure):
         ("prefix_cache_hits_total", c_uint64),
         ("steps_total", c_uint64),
         ("busy_seconds_total", ctypes.c_double),
+        ("steps_by_tokens", c_uint64 * 13),  # SL_STEP_TOKEN_BUCKETS
+        ("step_tokens_total", c_uint64),
     ]
 
 
