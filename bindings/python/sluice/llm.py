@@ -362,12 +362,18 @@ class LLM:
     def stats(self) -> Dict[str, Union[int, float]]:
         """The engine's counters (``sl_engine_stats``): num_running, num_waiting, kv_cache_usage (0..1),
         prompt_tokens_total, generation_tokens_total, num_preemptions_total, prefix_cache_queries_total,
-        prefix_cache_hits_total, steps_total, busy_seconds_total."""
+        prefix_cache_hits_total, steps_total, busy_seconds_total, steps_by_tokens (a histogram: steps of at
+        most 1, 2, 4, ..., 2048 tokens, then larger), step_tokens_total."""
         lib = self._lib
         st = L.EngineStatsC()
         lib.sl_engine_stats_init(byref(st))
         L.check(lib, lib.sl_engine_get_stats(self._engine(), byref(st)))
-        return {name: getattr(st, name) for name, _ in L.EngineStatsC._fields_ if name != "struct_size"}
+        out: Dict[str, Union[int, float, List[int]]] = {}
+        for name, _ in L.EngineStatsC._fields_:
+            if name != "struct_size":
+                v = getattr(st, name)
+                out[name] = list(v) if isinstance(v, ctypes.Array) else v
+        return out  # type: ignore[return-value]
 
     # ---- tokens ---------------------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = False, parse_special: bool = False) -> List[int]:
