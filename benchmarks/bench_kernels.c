@@ -1,7 +1,7 @@
 /*
  * bench_kernels.c — single-thread throughput of the CPU matrix products at the default model's shapes.
  *
- *   sluice-bench-kernels [--quick]        (SLUICE_SIMD=scalar|avx2|avx512 caps the SIMD level)
+ *   sluice-bench-kernels [--quick] [--kquants]   (SLUICE_SIMD=scalar|avx2|avx512 caps the SIMD level)
  *
  * For each weight type and shape (SmolLM2-135M: 576x576 attention, 1536x576 gate/up, 576x1536 down, 49152x576
  * the tied output head; "n_out x n_in") and 1 or 16 activation rows, it times sl_k_matmul_q (fast mode,
@@ -13,6 +13,10 @@
  * Reference lines first: memcpy and plain read bandwidth over the same pool size, and OpenBLAS sgemm on one
  * thread.
  * Each figure is the best of several timed batches (the machine is shared; the best is the least disturbed).
+ *
+ * The types of the K-quants family (and Q5_0, Q5_1, IQ4_NL) follow in a second table at the shapes of a
+ * 1B-class llama (2048 hidden, 5632 ffn: rows must be whole 256-element super-blocks, which SmolLM2's 576 are
+ * not), with Q4_0 and Q8_0 measured at the same shapes as the baseline. --kquants runs that table alone.
  */
 #include <cblas.h>
 #include <stdint.h>
@@ -143,8 +147,69 @@ static void bench_sgemm(int m, int n, int k) {
     free(a), free(b), free(c);
 }
 
+/* The second table: the types with 256-element blocks and their cousins, at 1B-class shapes. */
+static void bench_kquants(uint8_t *pool, double min_s, int batches) {
+    static const int shapes[][2] = {{2048, 2048}, {5632, 2048}, {2048, 5632}};
+    static const int types[] = {SL_DTYPE_Q4_0, SL_DTYPE_Q8_0, SL_DTYPE_Q4_K, SL_DTYPE_Q5_K, SL_DTYPE_Q6_K,
+                                SL_DTYPE_Q2_K, SL_DTYPE_Q3_K, SL_DTYPE_Q5_0, SL_DTYPE_Q5_1, SL_DTYPE_IQ4_NL};
+    static const int rows[] = {1, 16};
+    const int max_rows = 16, max_in = 5632, max_out = 5632;
+    float *x = malloc(sizeof(float) * max_rows * max_in);
+    for (int i = 0; i < max_rows * max_in; i++) x[i] = rand_f32();
+    uint8_t *xq = malloc(sizeof(sl_block_q8_K) * (max_in / 256) * max_rows); /* the largest bytes per element */
+    float *y = malloc(sizeof(float) * (size_t)max_rows * max_out);
+    float *src = malloc(sizeof(float) * (size_t)max_out * max_in);
+    if (!x || !xq || !y || !src) {
+        fprintf(stderr, "out of memory\n");
+        free(x), free(xq), free(y), free(src);
+        return;
+    }
+    printf("\n%-6s %-11s %4s %-5s | %9s %8s %8s | %9s %8s %8s\n", "type", "n_out x n_in", "rows", "mode", "hot us",
+           "GB/s", "GFLOP/s", "cold us", "GB/s", "GFLOP/s");
+    printf("-----------------------------------+-----------------------------+-----------------------------\n");
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            const int wtype = types[t], n_out = shapes[s][0], n_in = shapes[s][1];
+            const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
+            for (size_t i = 0; i < (size_t)n_out * n_in; i++) src[i] = rand_f32();
+            for (int o = 0; o < n_out; o++) sl_k_quantize_row(wtype, src + (size_t)o * n_in, pool + o * row_bytes, n_in);
+            int n_copies = (int)(POOL_BYTES / w_bytes);
+            for (int c = 1; c < n_copies; c++) memcpy(pool + (size_t)c * w_bytes, pool, w_bytes);
+            const int at = sl_k_act_type(wtype);
+            const size_t xq_row_bytes = sl_dtype_row_bytes(at, n_in);
+            for (int r = 0; r < max_rows; r++) sl_k_quantize_row(at, x + r * n_in, xq + r * xq_row_bytes, n_in);
+            for (size_t r = 0; r < 2; r++)
+                for (int fast = 1; fast >= (wtype == SL_DTYPE_Q4_K && s == 0 ? 0 : 1); fast--) {
+                    bench_case c = {wtype, n_out, n_in, rows[r], fast, pool, row_bytes, w_bytes, n_copies, x, xq,
+                                    xq_row_bytes, y};
+                    const double hot = time_case(&c, 1, min_s, batches), cold = time_case(&c, 0, min_s, batches);
+                    const double flop = 2.0 * rows[r] * n_out * n_in;
+                    char shape[32];
+                    snprintf(shape, sizeof shape, "%dx%d", n_out, n_in);
+                    printf("%-6s %-11s %4d %-5s | %9.1f %8.1f %8.1f | %9.1f %8.1f %8.1f\n", sl_dtype_name(wtype),
+                           shape, rows[r], fast ? "fast" : "exact", hot * 1e6, (double)w_bytes / hot * 1e-9,
+                           flop / hot * 1e-9, cold * 1e6, (double)w_bytes / cold * 1e-9, flop / cold * 1e-9);
+                    fflush(stdout);
+                }
+        }
+    double best = 1e30; /* what fast mode adds per call for these types: quantizing an activation row */
+    for (int b = 0; b < batches; b++) {
+        const int iters = 5000;
+        double t0 = now_s();
+        for (int i = 0; i < iters; i++) sl_k_quantize_row(SL_DTYPE_Q8_K, x, xq, 2048);
+        double tt = (now_s() - t0) / iters;
+        best = tt < best ? tt : best;
+    }
+    printf("\nquantize one activation row to q8_K, n_in 2048: %.2f us\n", best * 1e6);
+    free(x), free(xq), free(y), free(src);
+}
+
 int main(int argc, char **argv) {
-    const int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    int quick = 0, kquants_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--kquants")) kquants_only = 1;
+    }
     const double min_s = quick ? 0.02 : 0.1;
     const int batches = quick ? 3 : 5;
     openblas_set_num_threads(1);
@@ -158,6 +223,11 @@ int main(int argc, char **argv) {
     }
     memset(pool, 0x5a, POOL_BYTES); /* not 0: malloc + memset 0 may become calloc, whose untouched pages all
                                       * map the one zero page, and reads of it come from cache */
+    if (kquants_only) {
+        bench_kquants(pool, min_s, batches);
+        free(pool);
+        return 0;
+    }
     bench_memcpy(pool);
     bench_read(pool);
     bench_sgemm(16, 576, 576);
@@ -217,6 +287,8 @@ int main(int argc, char **argv) {
         printf("\nquantize one activation row to q8_1, n_in %d: %.2f us", n_in, best * 1e6);
     }
     printf("\n");
-    free(pool), free(x), free(xq), free(y), free(src);
+    free(x), free(xq), free(y), free(src);
+    bench_kquants(pool, min_s, batches);
+    free(pool);
     return 0;
 }
