@@ -519,6 +519,10 @@ static exchange *exchange_new(api *a, sl_http_conn *c, ex_kind kind, int n_sub, 
     ex->created = (int64_t)time(NULL);
     snprintf(ex->id, sizeof ex->id, "%s-%016llx%08llx", kind == EX_CHAT ? "chatcmpl" : kind == EX_EMBED ? "embd" : "cmpl",
              (unsigned long long)(sl_now_us() * 2654435761ull), (unsigned long long)++a->next_id);
+    /* The request id is known before the first byte: the one thing about the request headers carry. */
+    char hdr[sizeof ex->id + 20];
+    snprintf(hdr, sizeof hdr, "X-Request-Id: %s\r\n", ex->id);
+    sl_http_conn_add_headers(c, hdr);
     for (int i = 0; i < n_sub; i++) {
         ex->subs[i].ex = ex;
         ex->subs[i].index = i;

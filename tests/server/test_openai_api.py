@@ -292,3 +292,11 @@ def test_bad_model_path_exits_nonzero(tmp_path):
 def test_unknown_serve_flag():
     p = subprocess.run([os.environ["SLUICE_BIN"], "serve", "--max-conections", "3"], capture_output=True, timeout=30)
     assert p.returncode == 2 and b"max-connections" in p.stderr
+
+
+def test_request_id_header_matches_body(srv):
+    import requests
+    r = requests.post(srv.base + "/v1/completions", json={"model": MODEL, "prompt": "Once", "max_tokens": 2},
+                      timeout=30)
+    assert r.status_code == 200
+    assert r.headers["X-Request-Id"] == r.json()["id"]
