@@ -22,6 +22,15 @@ static const sl_dtype_info sl_dtype_table[SL_DTYPE_COUNT] = {
     [SL_DTYPE_Q4_1] = {"q4_1", SL_QK4_1, sizeof(sl_block_q4_1), 1},
     [SL_DTYPE_Q8_0] = {"q8_0", SL_QK8_0, sizeof(sl_block_q8_0), 1},
     [SL_DTYPE_Q8_1] = {"q8_1", SL_QK8_1, sizeof(sl_block_q8_1), 0},
+    [SL_DTYPE_Q5_0] = {"q5_0", SL_QK5_0, sizeof(sl_block_q5_0), 1},
+    [SL_DTYPE_Q5_1] = {"q5_1", SL_QK5_1, sizeof(sl_block_q5_1), 1},
+    [SL_DTYPE_Q2_K] = {"q2_K", SL_QK_K, sizeof(sl_block_q2_K), 1},
+    [SL_DTYPE_Q3_K] = {"q3_K", SL_QK_K, sizeof(sl_block_q3_K), 1},
+    [SL_DTYPE_Q4_K] = {"q4_K", SL_QK_K, sizeof(sl_block_q4_K), 1},
+    [SL_DTYPE_Q5_K] = {"q5_K", SL_QK_K, sizeof(sl_block_q5_K), 1},
+    [SL_DTYPE_Q6_K] = {"q6_K", SL_QK_K, sizeof(sl_block_q6_K), 1},
+    [SL_DTYPE_Q8_K] = {"q8_K", SL_QK_K, sizeof(sl_block_q8_K), 0},
+    [SL_DTYPE_IQ4_NL] = {"iq4_nl", SL_QK4_NL, sizeof(sl_block_iq4_nl), 1},
 };
 
 /* GGUF stores these structs byte for byte; padding would silently break every file. */
@@ -29,6 +38,15 @@ _Static_assert(sizeof(sl_block_q4_0) == 2 + SL_QK4_0 / 2, "q4_0 block must be 18
 _Static_assert(sizeof(sl_block_q4_1) == 4 + SL_QK4_1 / 2, "q4_1 block must be 20 bytes");
 _Static_assert(sizeof(sl_block_q8_0) == 2 + SL_QK8_0, "q8_0 block must be 34 bytes");
 _Static_assert(sizeof(sl_block_q8_1) == 4 + SL_QK8_1, "q8_1 block must be 36 bytes");
+_Static_assert(sizeof(sl_block_q5_0) == 22, "q5_0 block must be 22 bytes");
+_Static_assert(sizeof(sl_block_q5_1) == 24, "q5_1 block must be 24 bytes");
+_Static_assert(sizeof(sl_block_iq4_nl) == 18, "iq4_nl block must be 18 bytes");
+_Static_assert(sizeof(sl_block_q2_K) == 84, "q2_K block must be 84 bytes");
+_Static_assert(sizeof(sl_block_q3_K) == 110, "q3_K block must be 110 bytes");
+_Static_assert(sizeof(sl_block_q4_K) == 144, "q4_K block must be 144 bytes");
+_Static_assert(sizeof(sl_block_q5_K) == 176, "q5_K block must be 176 bytes");
+_Static_assert(sizeof(sl_block_q6_K) == 210, "q6_K block must be 210 bytes");
+_Static_assert(sizeof(sl_block_q8_K) == 292, "q8_K block must be 292 bytes");
 
 static const sl_dtype_info *sl_dtype_info_get(int type) {
     if (type < 0 || type >= SL_DTYPE_COUNT || !sl_dtype_table[type].name) return NULL;

@@ -223,7 +223,9 @@ sl_status sl_gguf_writer_add_tensor_f32(sl_gguf_writer *w, const char *name, int
     if (!ne) return sl__errorf(SL_INVALID_ARGUMENT, "GGUF writer: tensor '%.128s': NULL shape", name);
     switch (type) {
     case SL_DTYPE_F32: case SL_DTYPE_F16: case SL_DTYPE_BF16: case SL_DTYPE_Q4_0: case SL_DTYPE_Q4_1:
-    case SL_DTYPE_Q8_0: break;
+    case SL_DTYPE_Q5_0: case SL_DTYPE_Q5_1: case SL_DTYPE_Q8_0: case SL_DTYPE_Q2_K: case SL_DTYPE_Q3_K:
+    case SL_DTYPE_Q4_K: case SL_DTYPE_Q5_K: case SL_DTYPE_Q6_K: case SL_DTYPE_IQ4_NL:
+        break; /* what sl_k_quantize_row writes */
     default:
         return sl__errorf(SL_UNSUPPORTED, "GGUF writer: tensor '%.128s': cannot write type %s (id %d)", name,
                           sl_dtype_name(type) ? sl_dtype_name(type) : "unknown", type);

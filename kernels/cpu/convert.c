@@ -190,6 +190,13 @@ SL_TARGET_AVX2 static void sl_dequantize_avx2(int type, const void *row, int64_t
 #endif
 
 void sl__dequantize_range(int type, const void *row, int64_t k0, int64_t k1, float *dst) {
+    switch (type) { /* the types of quant_k.c */
+    case SL_DTYPE_Q5_0: case SL_DTYPE_Q5_1: case SL_DTYPE_IQ4_NL: case SL_DTYPE_Q2_K: case SL_DTYPE_Q3_K:
+    case SL_DTYPE_Q4_K: case SL_DTYPE_Q5_K: case SL_DTYPE_Q6_K: case SL_DTYPE_Q8_K:
+        sl__dequantize_k_range(type, row, k0, k1, dst);
+        return;
+    default: break;
+    }
 #if SL_KCPU_X86
     if (sl__kcpu_level() >= SL_SIMD_AVX2 && type != SL_DTYPE_F32 && sl_dtype_block_bytes(type)) {
         sl_dequantize_avx2(type, row, k0, k1, dst);
@@ -356,6 +363,8 @@ void sl_k_quantize_row(int type, const float *src, void *dst, int64_t n) {
 #endif
         sl_quantize_q8_ref(src, dst, n / 32, type == SL_DTYPE_Q8_1);
         return;
-    default: return; /* not a type we write: callers check sl_dtype_supported / sl_k_act_type */
+    default: /* the types of quant_k.c; any other is not a type we write (callers check sl_dtype_supported) */
+        sl__quantize_k_row(type, src, dst, n);
+        return;
     }
 }

@@ -43,9 +43,11 @@ sl_fp16_t sl_f32_to_fp16(float f); /* round to nearest even */
 float sl_bf16_to_f32(sl_bf16_t h);
 sl_bf16_t sl_f32_to_bf16(float f); /* round to nearest even */
 
-/* Dequantizes one row of n elements of `type` (F32, F16, BF16, Q4_0, Q4_1, Q8_0) into f32. */
+/* Dequantizes one row of n elements of `type` (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL,
+ * Q2_K .. Q6_K, Q8_K) into f32. */
 void sl_k_dequantize_row(int type, const void *src, float *dst, int64_t n);
-/* Quantizes one row of n f32 values into `type` (F16, BF16, Q4_0, Q4_1, Q8_0, Q8_1) with GGML's rounding,
+/* Quantizes one row of n f32 values into `type` (F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K .. Q6_K,
+ * Q8_K, IQ4_NL) with GGML's reference algorithms (IQ4_NL: llama-quantize's, see quant_k.c),
  * so files written by our GGUF writer match what llama.cpp would write. n must be a multiple of the block. */
 void sl_k_quantize_row(int type, const float *src, void *dst, int64_t n);
 
@@ -60,7 +62,8 @@ void sl_k_matmul_f32(int wtype, const void *w, size_t w_row_bytes, int o0, int o
                      const float *x, int ldx, int n_rows, float *y, int ldy);
 
 /* Fast mode for quantized weights: activations are first quantized once per row into the type returned by
- * sl_k_act_type(wtype) (Q8_0 for Q4_0/Q8_0 weights, Q8_1 for Q4_1), then products run on integers. */
+ * sl_k_act_type(wtype) (Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL weights, Q8_1 for Q4_1/Q5_1, Q8_K for Q2_K .. Q6_K),
+ * then products run on integers. */
 int sl_k_act_type(int wtype);
 /*   XQ: [n_rows] rows of sl_dtype_row_bytes(sl_k_act_type(wtype), n_in) bytes, xq_row_bytes apart */
 void sl_k_matmul_q(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,

@@ -239,6 +239,36 @@ SL_TARGET_AVX2 SL_INLINE float sl__fold16_avx2(__m256 lo, __m256 hi) {
 /* Dequantizes elements [k0, k1) of one row (k0, k1 multiples of the block for quantized types). */
 void sl__dequantize_range(int type, const void *row, int64_t k0, int64_t k1, float *dst);
 
+/* ---- K-quants, Q5_0/Q5_1, IQ4_NL (quant_k.c, matmul_k.c, matmul_k_x86.c) -------------------------------- */
+
+extern const int8_t sl__iq4nl_values[16]; /* IQ4_NL's levels */
+/* 1 for Q2_K .. Q6_K (weights in 256-element super-blocks with Q8_K activations). */
+int sl__is_kquant(int type);
+/* A K-quant super-block as one shape: element e = (d * S[e / 16]) * (u[e] - K) - dmin * M[e / 16], with the
+ * unsigned levels u in element order, K = sl__kquant_offset(type) (Q3_K 4, Q6_K 32, else 0), and a min term
+ * only where sl__kquant_has_min(type) (Q2_K, Q4_K, Q5_K; M is 0 for the others). */
+int sl__kquant_offset(int type);
+int sl__kquant_has_min(int type);
+void sl__k_scales(int type, const void *blk, int16_t S[16], int16_t M[16], float *d, float *dmin);
+void sl__k_levels(int type, const void *blk, uint8_t u[256]);
+/* The 5-bit levels 0..31 of a Q5_0 or Q5_1 block, element order. */
+void sl__q5_levels(int type, const void *blk, uint8_t u[32]);
+/* Dequantizes elements [k0, k1) of a row of Q5_0, Q5_1, IQ4_NL, Q2_K..Q6_K or Q8_K. */
+void sl__dequantize_k_range(int type, const void *row, int64_t k0, int64_t k1, float *dst);
+/* Quantizes a row to one of those types (GGML's quantizers); 0 if this file does not write it. */
+int sl__quantize_k_row(int type, const float *src, void *dst, int64_t n);
+/* 1 for the weight types whose products matmul_k.c computes (Q5_0, Q5_1, IQ4_NL, Q2_K .. Q6_K). */
+int sl__matmul_k_handles(int wtype);
+/* sl_k_matmul_q for those types: dispatcher (matmul_k.c) and the AVX2 variant (matmul_k_x86.c). */
+void sl__matmul_k(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
+                  size_t xq_row_bytes, int n_rows, float *y, int ldy);
+#if SL_KCPU_X86
+void sl__matmul_k_avx2(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
+                       size_t xq_row_bytes, int n_rows, float *y, int ldy);
+/* sl__dequantize_k_range on AVX2, the same bits; returns 0 (and does nothing) for types it leaves to it. */
+int sl__dequantize_k_avx2(int type, const void *row, int64_t k0, int64_t k1, float *dst);
+#endif
+
 /* ---- shared pieces of ops.c ----------------------------------------------------------------------------- */
 
 /* x[i] = exp(x[i] - max) for i < n; returns the canonical sum of the results. */

@@ -9,7 +9,8 @@
  * The order of the float accumulation is the canonical one of kcpu_impl.h (8 lanes per block, each the
  * exact int32 sum of 4 consecutive products; Q4_1's offset terms in their own chain), so this scalar code
  * and the SIMD variants in matmul_q_x86.c give identical bits, whatever the tile a (row, output) pair fell
- * into. This file holds the scalar reference and the dispatcher.
+ * into. This file holds the scalar reference and the dispatcher; the types added later (Q5_0, Q5_1, IQ4_NL,
+ * the K-quants) have theirs in matmul_k.c.
  */
 #include "kcpu_impl.h"
 
@@ -18,6 +19,14 @@ int sl_k_act_type(int wtype) {
     case SL_DTYPE_Q4_0:
     case SL_DTYPE_Q8_0: return SL_DTYPE_Q8_0;
     case SL_DTYPE_Q4_1: return SL_DTYPE_Q8_1;
+    case SL_DTYPE_Q5_0:
+    case SL_DTYPE_IQ4_NL: return SL_DTYPE_Q8_0;
+    case SL_DTYPE_Q5_1: return SL_DTYPE_Q8_1;
+    case SL_DTYPE_Q2_K:
+    case SL_DTYPE_Q3_K:
+    case SL_DTYPE_Q4_K:
+    case SL_DTYPE_Q5_K:
+    case SL_DTYPE_Q6_K: return SL_DTYPE_Q8_K;
     default: return -1;
     }
 }
@@ -84,6 +93,10 @@ static void sl_matmul_q_scalar(int wtype, const void *w, size_t w_row_bytes, int
 void sl_k_matmul_q(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
                    size_t xq_row_bytes, int n_rows, float *y, int ldy) {
     if (sl_k_act_type(wtype) < 0 || o0 >= o1 || n_rows <= 0 || n_in <= 0) return;
+    if (sl__matmul_k_handles(wtype)) { /* the types added with the K-quants: matmul_k.c */
+        sl__matmul_k(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+        return;
+    }
 #if SL_KCPU_X86
     sl_simd_level level = sl__kcpu_level();
     if (level == SL_SIMD_AVX512 && sl__kcpu_use_vnni512()) {

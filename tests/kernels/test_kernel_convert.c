@@ -11,7 +11,7 @@
 Test(kernel_convert, dtype_table) {
     cr_assert_str_eq(sl_dtype_name(SL_DTYPE_Q4_1), "q4_1");
     cr_assert_str_eq(sl_dtype_name(SL_DTYPE_BF16), "bf16");
-    cr_assert_null(sl_dtype_name(5)); /* Q5_0's id: not a type we read */
+    cr_assert_null(sl_dtype_name(5)); /* Q4_3, removed from GGML: not a type we read */
     cr_assert_null(sl_dtype_name(-1));
     cr_assert_null(sl_dtype_name(1000));
     cr_assert_eq(sl_dtype_block_elems(SL_DTYPE_Q8_0), 32);
@@ -28,7 +28,7 @@ Test(kernel_convert, dtype_table) {
     cr_assert_eq(sl_dtype_row_bytes(SL_DTYPE_F32, (int64_t)1 << 62), 0); /* 2^64 bytes overflow size_t */
     cr_assert_eq(sl_dtype_row_bytes(77, 32), 0);
     cr_assert(sl_dtype_supported(SL_DTYPE_Q4_0) && sl_dtype_supported(SL_DTYPE_BF16));
-    cr_assert(!sl_dtype_supported(SL_DTYPE_Q8_1) && !sl_dtype_supported(6));
+    cr_assert(!sl_dtype_supported(SL_DTYPE_Q8_1) && !sl_dtype_supported(SL_DTYPE_Q8_K) && !sl_dtype_supported(16));
     cr_assert_eq(sl_k_act_type(SL_DTYPE_Q4_1), SL_DTYPE_Q8_1);
     cr_assert_eq(sl_k_act_type(SL_DTYPE_Q4_0), SL_DTYPE_Q8_0);
     cr_assert_eq(sl_k_act_type(SL_DTYPE_Q8_0), SL_DTYPE_Q8_0);

@@ -392,8 +392,8 @@ Test(gguf_hostile, negative_dim) {
 Test(gguf_hostile, unknown_type_99) {
     one_tensor_case(1, (uint64_t[]){32}, 99, 0, 32, SL_UNSUPPORTED, "unknown GGML type id 99");
 }
-Test(gguf_hostile, q4_K_unsupported) {
-    one_tensor_case(2, (uint64_t[]){256, 2}, 12, 0, 288, SL_UNSUPPORTED, "q4_K");
+Test(gguf_hostile, iq2_xxs_unsupported) {
+    one_tensor_case(2, (uint64_t[]){256, 2}, 16, 0, 132, SL_UNSUPPORTED, "iq2_xxs");
 }
 Test(gguf_hostile, removed_type_4) {
     one_tensor_case(1, (uint64_t[]){32}, 4, 0, 32, SL_UNSUPPORTED, "q4_2");

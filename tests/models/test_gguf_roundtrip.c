@@ -328,7 +328,7 @@ Test(gguf_roundtrip, writer_refusals) {
     cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, (int64_t[]){-1}, SL_DTYPE_F32, v), SL_INVALID_ARGUMENT);
     cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, (int64_t[]){33}, SL_DTYPE_Q4_0, v), SL_INVALID_ARGUMENT);
     cr_assert(strstr(sl_last_error(), "block size 32"), "%s", sl_last_error());
-    cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, (int64_t[]){256}, 12 /* q4_K */, v), SL_UNSUPPORTED);
+    cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, (int64_t[]){256}, 16 /* iq2_xxs */, v), SL_UNSUPPORTED);
     cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, (int64_t[]){64}, SL_DTYPE_F32, NULL), SL_INVALID_ARGUMENT);
     cr_assert_eq(sl_gguf_writer_add_tensor_f32(w, "b", 1, NULL, SL_DTYPE_F32, v), SL_INVALID_ARGUMENT);
     /* 2^62 f32 elements fit in int64 but not their bytes in size_t: refused before anything is written. */
