@@ -130,6 +130,7 @@ struct sl_engine {
     sl_seq **running;              /* [max_num_seqs] */
     int n_running;
     sl_seq *wait_head;             /* sorted by (key, arrival) */
+    int preempted_this_step;       /* schedule() preempted someone: it admits nobody this step */
     sl_request_t *done_head;       /* finished requests whose engine reference is dropped at the step's end */
     /* step buffers, sized once for max_num_batched_tokens */
     int32_t *b_tokens, *b_pos, *b_seq;
@@ -673,6 +674,20 @@ static void running_remove(sl_engine_t *e, int i) {
     e->n_running--;
 }
 
+/* Sends running[i] back to waiting by recompute: its blocks go back to the pool, its prompt and generated
+ * tokens are prefilled again when it is readmitted. Counted as a preemption; no admission follows in this step
+ * (readmitting what was just preempted would only redo its prefill now, as vLLM's scheduler also avoids). */
+static void seq_preempt(sl_engine_t *e, int i) {
+    sl_seq *s = e->running[i];
+    running_remove(e, i);
+    seq_free_blocks(e, s);
+    wait_insert(e, s);
+    e->preempted_this_step = 1;
+    pthread_mutex_lock(&e->stats_mu);
+    e->stats.num_preemptions_total++;
+    pthread_mutex_unlock(&e->stats_mu);
+}
+
 /* Preempts the running sequence that yields first (worst aged priority key, then newest) among those with nothing
  * scheduled this step, other than keep. Returns the index it had, or -1 if there was none. */
 static int preempt_one(sl_engine_t *e, const sl_seq *keep) {
@@ -682,13 +697,7 @@ static int preempt_one(sl_engine_t *e, const sl_seq *keep) {
         if (victim < 0 || seq_before(e->running[victim], e->running[i])) victim = i;
     }
     if (victim < 0) return -1;
-    sl_seq *s = e->running[victim];
-    running_remove(e, victim);
-    seq_free_blocks(e, s); /* recompute: prompt + generated tokens are prefilled again later */
-    wait_insert(e, s);
-    pthread_mutex_lock(&e->stats_mu);
-    e->stats.num_preemptions_total++;
-    pthread_mutex_unlock(&e->stats_mu);
+    seq_preempt(e, victim);
     return victim;
 }
 
@@ -749,6 +758,7 @@ static int schedule(sl_engine_t *e) {
     int budget = e->params.max_num_batched_tokens;
     int n_rows = 0;
     for (int i = 0; i < e->n_running; i++) e->running[i]->sched_n = 0;
+    e->preempted_this_step = 0;
     /* 1. running sequences, decodes first (they hold a user's next token), then their prefill chunks */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < e->n_running && budget > 0; i++) {
@@ -763,9 +773,7 @@ static int schedule(sl_engine_t *e) {
                     /* Everyone else already runs this step: s yields instead (recomputed later), unless it
                      * is alone, which cannot run short of blocks (the pool holds one longest sequence). */
                     SL_ASSERT(e->n_running > 1);
-                    running_remove(e, i);
-                    seq_free_blocks(e, s);
-                    wait_insert(e, s);
+                    seq_preempt(e, i);
                     i--;
                     n = 0;
                     break;
@@ -779,8 +787,9 @@ static int schedule(sl_engine_t *e) {
             budget -= n;
         }
     }
-    /* 2. admit waiting sequences in priority order while room remains */
-    for (sl_seq **pp = &e->wait_head; *pp && budget > 0 && e->n_running < e->params.max_num_seqs;) {
+    /* 2. admit waiting sequences in priority order while room remains (not after a preemption: see seq_preempt) */
+    for (sl_seq **pp = &e->wait_head; !e->preempted_this_step && *pp && budget > 0 &&
+                                      e->n_running < e->params.max_num_seqs;) {
         sl_seq *s = *pp;
         if (seq_waits_for_sibling(e, s)) {
             pp = &s->next_wait;
