@@ -125,6 +125,7 @@ struct sl_engine {
     sl_request_t *inbox_head, *inbox_tail;
     int n_inbox;
     _Atomic int n_waiting_reqs;
+    _Atomic int64_t n_waiting_tokens; /* prompt tokens of submitted requests not yet scheduled */
     int64_t arrival_counter;
     /* owned by the engine thread */
     sl_seq **running;              /* [max_num_seqs] */
@@ -165,6 +166,7 @@ SL_API void sl_engine_params_init(sl_engine_params *p) {
     p->max_num_seqs = SL_DEFAULT_MAX_NUM_SEQS;
     p->max_num_batched_tokens = SL_DEFAULT_MAX_NUM_BATCHED_TOKENS;
     p->max_waiting_requests = SL_DEFAULT_MAX_WAITING_REQUESTS;
+    p->max_waiting_tokens = SL_DEFAULT_MAX_WAITING_TOKENS;
     p->block_size = SL_DEFAULT_BLOCK_SIZE;
     p->kv_dtype = SL_KV_F32;
     p->precision = SL_PRECISION_FAST;
@@ -315,7 +317,10 @@ static void request_done(sl_engine_t *e, sl_request_t *r) {
     e->stats.prompt_tokens_total += (uint64_t)r->usage.prompt_tokens;
     e->stats.generation_tokens_total += (uint64_t)r->usage.completion_tokens;
     pthread_mutex_unlock(&e->stats_mu);
-    if (r->timings.first_scheduled_us == 0) atomic_fetch_sub(&e->n_waiting_reqs, 1);
+    if (r->timings.first_scheduled_us == 0) {
+        atomic_fetch_sub(&e->n_waiting_reqs, 1);
+        atomic_fetch_sub(&e->n_waiting_tokens, r->n_prompt);
+    }
     sl_event ev = {.type = SL_EVENT_DONE, .usage = r->usage, .timings = r->timings, .stop_token = -1};
     deliver(r, &ev);
     /* Released at the end of the step, once no running list points into it any more. */
@@ -577,6 +582,14 @@ SL_API sl_status sl_request_submit(sl_engine_t *e, const sl_request_params *p, s
         return sl__errorf(SL_QUEUE_FULL, "the engine's queue is full (%d waiting requests)",
                           e->params.max_waiting_requests);
     }
+    int64_t waiting_tokens = atomic_load(&e->n_waiting_tokens);
+    if (waiting_tokens > 0 && waiting_tokens + r->n_prompt > e->params.max_waiting_tokens) {
+        pthread_mutex_unlock(&e->mu);
+        request_destroy(r);
+        return sl__errorf(SL_QUEUE_FULL, "the engine's queue is full (%lld prompt tokens waiting, bound %lld)",
+                          (long long)waiting_tokens, (long long)e->params.max_waiting_tokens);
+    }
+    atomic_fetch_add(&e->n_waiting_tokens, r->n_prompt);
     if (e->inbox_tail)
         e->inbox_tail->next_in = r;
     else
@@ -814,6 +827,7 @@ static int schedule(sl_engine_t *e) {
             s->req->timings.first_scheduled_us = sl_now_us();
             s->req->usage.cached_prompt_tokens = SL_MIN(hit, s->req->n_prompt);
             atomic_fetch_sub(&e->n_waiting_reqs, 1);
+            atomic_fetch_sub(&e->n_waiting_tokens, s->req->n_prompt);
         }
         s->sched_n = n;
         s->sched_row = n_rows;
@@ -1108,6 +1122,8 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
         return sl__errorf(SL_INVALID_ARGUMENT, "block_size %d is not a power of two in [1, 1024]", p->block_size);
     if (p->max_waiting_requests < 1)
         return sl__errorf(SL_INVALID_ARGUMENT, "max_waiting_requests %d < 1", p->max_waiting_requests);
+    if (p->max_waiting_tokens < 1)
+        return sl__errorf(SL_INVALID_ARGUMENT, "max_waiting_tokens %lld < 1", (long long)p->max_waiting_tokens);
     if (p->kv_dtype != SL_KV_F32 && p->kv_dtype != SL_KV_F16)
         return sl__errorf(SL_INVALID_ARGUMENT, "unknown KV dtype %d", (int)p->kv_dtype);
     if (p->precision != SL_PRECISION_FAST && p->precision != SL_PRECISION_EXACT)

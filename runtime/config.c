@@ -938,6 +938,7 @@ SL_API void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p) 
     p->max_num_seqs = c->max_num_seqs;
     p->max_num_batched_tokens = c->max_num_batched_tokens;
     p->max_waiting_requests = c->max_waiting_requests;
+    p->max_waiting_tokens = c->max_waiting_tokens;
     p->block_size = c->block_size;
     p->kv_cache_bytes = c->kv_cache_size;
     p->kv_dtype = c->kv_dtype == 1 ? SL_KV_F16 : SL_KV_F32;               /* "f32|f16" */

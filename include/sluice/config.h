@@ -59,6 +59,7 @@
  *   max_num_batched_tokens 16..2^20: at least one 16-token block of prefill per step; at most what the
  *       up-front activation buffers (which scale with it) can hold in a sane amount of memory.
  *   max_waiting_requests <= 10^6: each waiting request holds its prompt; a million already means gigabytes.
+ *   max_waiting_tokens <= 2^30: 4 GiB of waiting token ids is past any sane queue; an int holds it.
  *   block_size 8..128, powers of two: a slot's (block, offset) is a shift and a mask; above 128 the
  *       half-filled last block of every sequence wastes more memory than paging saves.
  *   kv_cache_size <= 16TiB: more than any host or GPU has; keeps byte counts far from overflow.
@@ -97,6 +98,9 @@
       1048576, NULL, "Most tokens (decodes plus prefill chunks) in one engine step.")                        \
     X("Engine", max_waiting_requests, INT, 0, SL__CONFIG_STR(SL_DEFAULT_MAX_WAITING_REQUESTS), 1, 1000000,  \
       NULL, "Bound of the waiting queue; beyond it new requests are refused (HTTP 429).")                    \
+    X("Engine", max_waiting_tokens, INT, 0, SL__CONFIG_STR(SL_DEFAULT_MAX_WAITING_TOKENS), 1, 1073741824, NULL, \
+      "Bound on the prompt tokens of waiting requests; beyond it new requests are refused (HTTP 429). A lone " \
+      "request is always accepted.")                                                                        \
     X("Engine", block_size, INT, 0, SL__CONFIG_STR(SL_DEFAULT_BLOCK_SIZE), 8, 128, "8|16|32|64|128",        \
       "Tokens per KV-cache block.")                                                                         \
     X("Engine", kv_cache_size, SIZE, 0, "0", 0, 17592186044416.0, NULL,                                     \

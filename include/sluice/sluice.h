@@ -102,12 +102,15 @@ typedef struct sl_engine_params {
     sl_kv_dtype kv_dtype;
     sl_precision precision;
     int enable_prefix_caching;     /* reuse KV blocks of identical prompt prefixes */
+    int64_t max_waiting_tokens;    /* bound on the prompt tokens of waiting requests (a lone request is always
+                                    * accepted, whatever its size); beyond it submit returns SL_QUEUE_FULL */
 } sl_engine_params;
 
 #define SL_DEFAULT_MAX_NUM_SEQS 64
 #define SL_DEFAULT_MAX_NUM_BATCHED_TOKENS 512
 #define SL_DEFAULT_MAX_WAITING_REQUESTS 1024
 #define SL_DEFAULT_BLOCK_SIZE 16
+#define SL_DEFAULT_MAX_WAITING_TOKENS 1048576 /* 4 MiB of token ids: a deep queue, still bounded memory */
 
 SL_API void sl_engine_params_init(sl_engine_params *p);
 /* Loads the model and starts the engine thread. On failure *out is NULL and sl_last_error() says why. */

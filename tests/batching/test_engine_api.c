@@ -424,3 +424,36 @@ Test(engine_api, callback_delivery, .timeout = 60) {
     sl_request_free(r);
     sl_engine_free(e);
 }
+
+Test(engine_api, waiting_prompt_tokens_are_bounded, .timeout = 60) {
+    char *path = sl_test_data_path("stories260K.gguf");
+    sl_engine_params ep;
+    sl_engine_params_init(&ep);
+    ep.model_path = path;
+    ep.n_threads = 2;
+    ep.max_num_seqs = 1;
+    ep.max_waiting_tokens = 50;
+    sl_engine_t *e = NULL;
+    cr_assert_eq(sl_engine_create(&ep, &e), SL_OK, "%s", sl_last_error());
+    free(path);
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++) prompt[i] = 300 + i;
+    sl_request_params rp;
+    sl_request_params_init(&rp);
+    rp.prompt_tokens = prompt;
+    rp.n_prompt_tokens = 40;
+    rp.max_tokens = -1;
+    rp.ignore_eos = 1;
+    sl_request_t *r1, *r2, *r3 = NULL;
+    cr_assert_eq(sl_request_submit(e, &rp, &r1), SL_OK);
+    sl_event *first; /* r1 runs: its tokens no longer wait */
+    cr_assert_eq(sl_request_next_event(r1, 30000, &first), SL_OK);
+    sl_event_free(first);
+    cr_assert_eq(sl_request_submit(e, &rp, &r2), SL_OK, "a lone waiting request is accepted whatever its size");
+    cr_assert_eq(sl_request_submit(e, &rp, &r3), SL_QUEUE_FULL, "40 + 40 waiting prompt tokens exceed 50");
+    cr_assert(strstr(sl_last_error(), "prompt tokens"), "%s", sl_last_error());
+    cr_assert_null(r3);
+    sl_request_free(r1);
+    sl_request_free(r2);
+    sl_engine_free(e);
+}

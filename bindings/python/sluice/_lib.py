@@ -80,6 +80,7 @@ class EngineParams(Structure):
         ("kv_dtype", c_int),
         ("precision", c_int),
         ("enable_prefix_caching", c_int),
+        ("max_waiting_tokens", ctypes.c_int64),
     ]
 
 

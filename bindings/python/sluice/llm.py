@@ -75,6 +75,7 @@ def _str_setting(name: str, v: Any) -> Optional[bytes]:
 _KV_DTYPES = {"f32": L.SL_KV_F32, "f16": L.SL_KV_F16}
 _PRECISIONS = {"fast": L.SL_PRECISION_FAST, "exact": L.SL_PRECISION_EXACT}
 _INT_SETTINGS = ("n_threads", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "max_waiting_requests",
+                 "max_waiting_tokens",
                  "block_size", "kv_cache_bytes")
 
 
