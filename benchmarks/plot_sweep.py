@@ -28,10 +28,10 @@ def nice_ticks(lo, hi, n=5):
             step *= m
             break
     t = math.floor(lo / step) * step
-    out = []
-    while t <= hi + step * 1e-9:
-        out.append(round(t, 10))
+    out = [round(t, 10)]
+    while out[-1] < hi - step * 1e-9:  # the last tick is at or above hi, so every point lies inside the axes
         t += step
+        out.append(round(t, 10))
     return out
 
 
