@@ -8,30 +8,11 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "sampler_testutil.h"
 #include "sl_util.h"
 #include "testutil.h"
 
 #define VOCAB 49152
-
-static sl_sampling_params params_default(void) {
-    sl_sampling_params p;
-    memset(&p, 0, sizeof p);
-    p.struct_size = sizeof p;
-    p.temperature = 1.0f;
-    p.top_p = 1.0f;
-    p.repetition_penalty = 1.0f;
-    return p;
-}
-
-static sl_sample_input input_of(const float *logits, int n, const sl_sampling_params *p) {
-    sl_sample_input in;
-    memset(&in, 0, sizeof in);
-    in.logits = logits;
-    in.n_vocab = n;
-    in.params = p;
-    in.n_top_logprobs = -1;
-    return in;
-}
 
 Test(sampler_logprobs, whole_small_vocabulary_sums_to_one_and_is_ordered) {
     float l[20];

@@ -9,27 +9,8 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "sampler_testutil.h"
 #include "testutil.h"
-
-static sl_sampling_params params_default(void) {
-    sl_sampling_params p;
-    memset(&p, 0, sizeof p);
-    p.struct_size = sizeof p;
-    p.temperature = 1.0f;
-    p.top_p = 1.0f;
-    p.repetition_penalty = 1.0f;
-    return p;
-}
-
-static sl_sample_input input_of(const float *logits, int n, const sl_sampling_params *p) {
-    sl_sample_input in;
-    memset(&in, 0, sizeof in);
-    in.logits = logits;
-    in.n_vocab = n;
-    in.params = p;
-    in.n_top_logprobs = -1;
-    return in;
-}
 
 /* Chi-square statistic of `counts` (of n draws) against probabilities `prob`. */
 static double chi_square(const int *counts, const double *prob, int k, int n) {

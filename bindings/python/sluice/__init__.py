@@ -14,6 +14,7 @@ is compiled at install time. See :class:`LLM` for the API and :func:`find_librar
 looked for.
 """
 
+from . import errors
 from ._lib import find_library, library_path
 from .errors import (
     BadFormatError,
@@ -52,20 +53,5 @@ __all__ = [
     "DEFAULT_MODEL_FILE",
     "find_library",
     "library_path",
-    "SluiceError",
-    "LibraryNotFoundError",
-    "InvalidArgumentError",
-    "OutOfMemoryError",
-    "SluiceIOError",
-    "BadFormatError",
-    "UnsupportedError",
-    "NotFoundError",
-    "ContextOverflowError",
-    "QueueFullError",
-    "CancelledError",
-    "SluiceTimeoutError",
-    "DeviceError",
-    "ShuttingDownError",
-    "InternalError",
-    "EngineClosedError",
+    *errors.__all__,  # every exception class, listed once in errors.py
 ]
