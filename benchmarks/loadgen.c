@@ -17,6 +17,8 @@
  *   machine then hit both sides alike.
  * - TPOT comes from the usage chunk (`stream_options.include_usage`): a chunk may carry several tokens, so
  *   counting chunks would overstate it; chunk gaps are reported separately as ITL ("inter-chunk latency").
+ * - Prompts: generated token ids of exact length (the default), text built to an exact length with the server's
+ *   /tokenize and /detokenize, or a JSONL file; prepared prompts are built and checked before the first request.
  * - It is a standalone client: it links no Sluice code (only libuv, llhttp, jansson), so it measures any
  *   server the same way. Helpers return 0 or -1 with a message on stderr, since nothing here is a library.
  *   `--self-test` checks the statistics and the SSE parser on known inputs (tests/server/test_loadgen.py).
@@ -46,6 +48,8 @@
 #define LG_READ_BUF 65536       /* one read's worth: a whole SSE burst of a long chunk fits */
 #define LG_ERR_BODY_MAX 512     /* enough of an error body to show its message */
 #define LG_PREFLIGHT_TIMEOUT_MS 5000 /* connect + GET /v1/models; a live server answers in milliseconds */
+#define LG_TEXT_PROMPTS_MAX 512 /* distinct /tokenize-built prompts at most: two round trips each at set-up */
+#define LG_TEXT_TRIES 8         /* windows tried per text prompt before settling for the closest length */
 
 /* Transport errors, stored where an HTTP status would be (HTTP statuses are positive). */
 enum { LG_ERR_CONNECT = -1, LG_ERR_CLOSED = -2, LG_ERR_TIMEOUT = -3, LG_ERR_PROTOCOL = -4, LG_ERR_STREAM = -5 };
@@ -58,8 +62,16 @@ typedef struct lg_target {
     char host[256], port[16], prefix[256]; /* from the URL: http://host:port/prefix ("/v1" stripped) */
     char model[256];                       /* "" = ask /v1/models, or send none */
     char path[300];                        /* the request path: prefix + /v1/completions or chat */
+    char path_chat[300];                   /* prefix + /v1/chat/completions, for prompts that carry messages */
     struct sockaddr_storage addr;
 } lg_target;
+
+/* One prepared prompt (--prompts-file, --prompt-text-tokens): requests cycle through them in order. */
+typedef struct lg_prompt {
+    json_t *prompt;                        /* a string or an array of token ids; NULL when messages is set */
+    json_t *messages;                      /* a chat's messages array; NULL for a prompt */
+    int max_tokens;                        /* 0 = --max-tokens */
+} lg_prompt;
 
 typedef struct lg_opts {
     lg_target tgt[2];                      /* [n_targets]: --url, then --compare */
@@ -74,6 +86,9 @@ typedef struct lg_opts {
     double duration_s;
     int warmup;
     int prompt_min, prompt_max;            /* prompt length in tokens, uniform in [min, max] */
+    int text_prompts;                      /* --prompt-text-tokens: text built to prompt_min..max with /tokenize */
+    const char *prompts_file;              /* --prompts-file: JSONL, one prompt per line */
+    lg_prompt *prompts; size_t n_prompts;  /* [n_prompts] prepared before any request; none = generated ids */
     int vocab_lo, vocab_hi;                /* token ids drawn from [lo, hi) */
     int shared_prefix;
     int max_tokens;
@@ -130,6 +145,7 @@ typedef struct lg_conn {
     /* the request in flight (one per connection: HTTP/1.1 without pipelining) */
     int active, warm;
     uint64_t t_start, t_first, t_last, t_read; /* ns (uv_hrtime) */
+    int chat;                       /* the request went to chat/completions: text is in delta.content */
     int n_chunks, got_usage, got_done, prompt_tokens, completion_tokens, status, err;
     char err_msg[160];
     char *sse; size_t sse_n, sse_cap;    /* SSE bytes after the last complete line */
@@ -153,6 +169,7 @@ typedef struct lg_bench {
     uint64_t *pending; size_t pend_head, pend_n, pend_cap; /* open loop: arrivals waiting for a connection */
     uint64_t rng_prompt, rng_arrival;
     json_int_t *prefix_ids;         /* [shared_prefix] common leading token ids */
+    size_t next_prompt;             /* index into o->prompts of the next request, modulo n_prompts */
 } lg_bench;
 
 /* ---- small helpers ------------------------------------------------------------------------------------------- */
@@ -261,6 +278,13 @@ static void lg_usage(FILE *f) {
             "  --warmup K             K requests before each level, not measured (default 0)\n"
             "requests:\n"
             "  --prompt-tokens N|A:B  prompt length in tokens, fixed or uniform in [A, B] (default 32)\n"
+            "  --prompt-text-tokens N|A:B  text prompts of N (or A..B) tokens, built before the run with the\n"
+            "                         server's /tokenize and /detokenize from windows of a fixed English text\n"
+            "                         (at most %d distinct prompts, then they repeat; with --chat N counts the\n"
+            "                         message's text, and usage adds the chat template's tokens)\n"
+            "  --prompts-file FILE    JSONL, one object per line: {\"prompt\": text or ids} (completions; with\n"
+            "                         --chat, sent as one user message) or {\"messages\": [...]} (chat), and an\n"
+            "                         optional \"max_tokens\"; requests cycle through the lines in order\n"
             "  --vocab-range A:B      prompt token ids drawn from [A, B) (default 1000:20000)\n"
             "  --shared-prefix K      the first K prompt tokens are common to all prompts (default 0: all unique)\n"
             "  --max-tokens N         output tokens per request, with ignore_eos (default 64)\n"
@@ -274,7 +298,8 @@ static void lg_usage(FILE *f) {
             "  --slo-tpot-ms MS       goodput objective: time per output token\n"
             "  --json FILE            results as JSON\n"
             "  --csv FILE             results as CSV, one row per level (and target)\n"
-            "  --self-test            check the statistics and the SSE parser on known inputs, then exit\n");
+            "  --self-test            check the statistics and the SSE parser on known inputs, then exit\n",
+            LG_TEXT_PROMPTS_MAX);
 }
 
 static int lg_parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
@@ -405,7 +430,7 @@ static int lg_opts_parse(lg_opts *o, int argc, char **argv) {
     o->max_conns = 256;
     const char *url = "http://127.0.0.1:8080", *url2 = NULL;
     o->rounds = 1;
-    int sweep = 0, have_c = 0;
+    int sweep = 0, have_c = 0, n_prompt_src = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -428,7 +453,17 @@ static int lg_opts_parse(lg_opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--per-stream")) rc = lg_parse_int(a, v, 1, 1000000, &o->per_stream);
         else if (!strcmp(a, "-d")) rc = lg_parse_double(a, v, 1e-3, 1e7, &o->duration_s);
         else if (!strcmp(a, "--warmup")) rc = lg_parse_int(a, v, 0, 1000000, &o->warmup);
-        else if (!strcmp(a, "--prompt-tokens")) rc = lg_parse_range(a, v, 1, 1000000, &o->prompt_min, &o->prompt_max);
+        else if (!strcmp(a, "--prompt-tokens")) {
+            rc = lg_parse_range(a, v, 1, 1000000, &o->prompt_min, &o->prompt_max);
+            n_prompt_src++;
+        } else if (!strcmp(a, "--prompt-text-tokens")) {
+            rc = lg_parse_range(a, v, 1, 1000000, &o->prompt_min, &o->prompt_max);
+            o->text_prompts = 1;
+            n_prompt_src++;
+        } else if (!strcmp(a, "--prompts-file")) {
+            o->prompts_file = v;
+            n_prompt_src++;
+        }
         else if (!strcmp(a, "--vocab-range")) rc = lg_parse_range(a, v, 0, 100000000, &o->vocab_lo, &o->vocab_hi);
         else if (!strcmp(a, "--shared-prefix")) rc = lg_parse_int(a, v, 0, 1000000, &o->shared_prefix);
         else if (!strcmp(a, "--max-tokens")) rc = lg_parse_int(a, v, 1, 10000000, &o->max_tokens);
@@ -490,6 +525,14 @@ static int lg_opts_parse(lg_opts *o, int argc, char **argv) {
         fprintf(stderr, "sluice-bench: --vocab-range must not be empty\n");
         return -1;
     }
+    if (n_prompt_src > 1) {
+        fprintf(stderr, "sluice-bench: give one prompt source: --prompt-tokens, --prompt-text-tokens or --prompts-file\n");
+        return -1;
+    }
+    if (o->prompts_file && o->shared_prefix) {
+        fprintf(stderr, "sluice-bench: --shared-prefix does not apply to --prompts-file (the file gives the prompts)\n");
+        return -1;
+    }
     if (o->shared_prefix > o->prompt_min) {
         fprintf(stderr, "sluice-bench: --shared-prefix %d is longer than the shortest prompt (%d)\n", o->shared_prefix,
                 o->prompt_min);
@@ -512,18 +555,22 @@ static int lg_pre_on_done(llhttp_t *p) {
     return HPE_PAUSED;
 }
 
-/* A blocking GET of /v1/models with a short timeout, before the loop starts: fails clearly when nothing
- * listens, and learns the model name when --model was not given. Not part of any measurement. */
-static int lg_preflight(lg_bench *b) {
-    lg_opts *ob = b->o;
-    lg_target *o = b->t;
-    int fd = socket(b->t->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+/* One blocking request on a fresh connection (Connection: close), before the loop starts: the preflight and the
+ * set-up of text prompts, never a measurement. Returns -1 with a message when the server cannot be reached or
+ * does not answer HTTP; otherwise 0 with the status in *status and the body (NUL-terminated, caller frees) in
+ * *body_out. body NULL sends a GET. */
+static int lg_http_sync(const lg_opts *ob, const lg_target *o, const char *path, const char *body, int *status,
+                        char **body_out) {
+    *status = 0;
+    *body_out = NULL;
+    int fd = socket(o->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return fprintf(stderr, "sluice-bench: socket: %s\n", strerror(errno)), -1;
     int rc = -1;
     lg_pre pr = {0};
+    char *req = NULL;
     socklen_t alen = o->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    if (connect(fd, (struct sockaddr *)&o->addr, alen) && errno != EINPROGRESS) goto conn_fail;
+    if (connect(fd, (const struct sockaddr *)&o->addr, alen) && errno != EINPROGRESS) goto conn_fail;
     struct pollfd pf = {fd, POLLOUT, 0};
     if (poll(&pf, 1, LG_PREFLIGHT_TIMEOUT_MS) != 1) {
         errno = ETIMEDOUT;
@@ -540,11 +587,24 @@ static int lg_preflight(lg_bench *b) {
     struct timeval tv = {LG_PREFLIGHT_TIMEOUT_MS / 1000, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    char req[1024];
-    int len = snprintf(req, sizeof req, "GET %s/v1/models HTTP/1.1\r\nHost: %s:%s\r\n%s%s%sConnection: close\r\n\r\n",
-                       o->prefix, o->host, o->port, ob->api_key ? "Authorization: Bearer " : "",
-                       ob->api_key ? ob->api_key : "", ob->api_key ? "\r\n" : "");
-    if (len >= (int)sizeof req || send(fd, req, (size_t)len, MSG_NOSIGNAL) != len) goto conn_fail;
+    static const char fmt[] = "%s %s%s HTTP/1.1\r\nHost: %s:%s\r\n%s%s%s%sContent-Length: %zu\r\nConnection: close\r\n\r\n%s";
+    const char *auth = ob->api_key ? "Authorization: Bearer " : "", *key = ob->api_key ? ob->api_key : "";
+    const char *eol = ob->api_key ? "\r\n" : "", *ctype = body ? "Content-Type: application/json\r\n" : "";
+    size_t blen = body ? strlen(body) : 0;
+    int len = snprintf(NULL, 0, fmt, body ? "POST" : "GET", o->prefix, path, o->host, o->port, auth, key, eol, ctype,
+                       blen, body ? body : "");
+    req = len > 0 ? malloc((size_t)len + 1) : NULL;
+    if (!req) {
+        errno = ENOMEM;
+        goto conn_fail;
+    }
+    snprintf(req, (size_t)len + 1, fmt, body ? "POST" : "GET", o->prefix, path, o->host, o->port, auth, key, eol, ctype,
+             blen, body ? body : "");
+    for (size_t off = 0; off < (size_t)len;) {
+        ssize_t w = send(fd, req + off, (size_t)len - off, MSG_NOSIGNAL);
+        if (w <= 0) goto conn_fail;
+        off += (size_t)w;
+    }
     llhttp_settings_t st;
     llhttp_settings_init(&st);
     st.on_body = lg_pre_on_body;
@@ -564,30 +624,295 @@ static int lg_preflight(lg_bench *b) {
         if (e != HPE_OK && e != HPE_PAUSED) break;
     }
     if (!pr.done) {
-        fprintf(stderr, "sluice-bench: %s:%s did not answer GET %s/v1/models with HTTP\n", o->host, o->port, o->prefix);
+        fprintf(stderr, "sluice-bench: %s:%s did not answer %s %s%s with HTTP\n", o->host, o->port, body ? "POST" : "GET",
+                o->prefix, path);
         goto out;
     }
-    int status = p.status_code;
+    if (lg_buf_append(&pr.body, &pr.n, &pr.cap, "", 0)) goto out; /* NUL-terminated even when empty */
+    *status = p.status_code;
+    *body_out = pr.body;
+    pr.body = NULL;
+    rc = 0;
+    goto out;
+conn_fail:
+    fprintf(stderr, "sluice-bench: cannot reach http://%s:%s: %s\n", o->host, o->port, strerror(errno));
+out:
+    free(req);
+    free(pr.body);
+    close(fd);
+    return rc;
+}
+
+/* GET /v1/models with a short timeout: fails clearly when nothing listens, and learns the model name when
+ * --model was not given. */
+static int lg_preflight(lg_bench *b) {
+    lg_target *o = b->t;
+    int status;
+    char *body;
+    if (lg_http_sync(b->o, o, "/v1/models", NULL, &status, &body)) return -1;
     if (status == 401 || status == 403) {
         fprintf(stderr, "sluice-bench: %s: GET /v1/models: HTTP %d (wrong or missing --api-key?)\n", o->url, status);
-        goto out;
+        free(body);
+        return -1;
     }
     if (!o->model[0]) {
-        json_t *root = status == 200 && pr.body ? json_loadb(pr.body, pr.n, 0, NULL) : NULL;
+        json_t *root = status == 200 ? json_loads(body, 0, NULL) : NULL;
         json_t *id = json_object_get(json_array_get(json_object_get(root, "data"), 0), "id");
         if (json_is_string(id)) snprintf(o->model, sizeof o->model, "%s", json_string_value(id));
         else fprintf(stderr, "sluice-bench: warning: %s: no model from GET /v1/models (HTTP %d); sending none\n", o->url,
                      status);
         json_decref(root);
     }
+    free(body);
+    return 0;
+}
+
+/* ---- prompt sources: a JSONL file, or text built to length with /tokenize ---------------------------------------- */
+
+/* A non-empty array of non-negative integers (a prompt given as token ids). */
+static int lg_is_id_array(const json_t *a) {
+    if (!json_is_array(a) || !json_array_size(a)) return 0;
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const json_t *x = json_array_get(a, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0) return 0;
+    }
+    return 1;
+}
+
+/* Checks one parsed line and appends it to o->prompts; on a bad line says why in why[] and returns -1. */
+static int lg_prompt_add_line(lg_opts *o, json_t *root, size_t *cap, char *why, size_t why_n) {
+    if (!json_is_object(root)) return snprintf(why, why_n, "not a JSON object"), -1;
+    json_t *pr = json_object_get(root, "prompt"), *msgs = json_object_get(root, "messages");
+    json_t *mt = json_object_get(root, "max_tokens");
+    if (!pr == !msgs) return snprintf(why, why_n, "needs exactly one of \"prompt\" and \"messages\""), -1;
+    if (pr && !json_is_string(pr) && !lg_is_id_array(pr))
+        return snprintf(why, why_n, "\"prompt\" must be a string or a non-empty array of token ids"), -1;
+    if (pr && o->chat && !json_is_string(pr))
+        return snprintf(why, why_n, "--chat sends \"prompt\" as a user message, so it must be a string"), -1;
+    if (msgs) {
+        if (!json_is_array(msgs) || !json_array_size(msgs))
+            return snprintf(why, why_n, "\"messages\" must be a non-empty array"), -1;
+        for (size_t i = 0; i < json_array_size(msgs); i++)
+            if (!json_is_string(json_object_get(json_array_get(msgs, i), "role")))
+                return snprintf(why, why_n, "messages[%zu] must be an object with a string \"role\"", i), -1;
+    }
+    /* the same bound as --max-tokens */
+    if (mt && (!json_is_integer(mt) || json_integer_value(mt) < 1 || json_integer_value(mt) > 10000000))
+        return snprintf(why, why_n, "\"max_tokens\" must be an integer in [1, 10000000]"), -1;
+    if (o->n_prompts == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        lg_prompt *v = realloc(o->prompts, c * sizeof *v);
+        if (!v) return snprintf(why, why_n, "out of memory"), -1;
+        o->prompts = v;
+        *cap = c;
+    }
+    lg_prompt *p = &o->prompts[o->n_prompts++];
+    p->prompt = json_incref(pr);
+    p->messages = json_incref(msgs);
+    p->max_tokens = mt ? (int)json_integer_value(mt) : 0;
+    return 0;
+}
+
+/* Reads --prompts-file before any request is sent: every line is checked, and the first bad one stops the run
+ * with its line number. Blank lines are skipped (a trailing newline is not a prompt). */
+static int lg_prompts_load(lg_opts *o) {
+    FILE *f = fopen(o->prompts_file, "r");
+    if (!f) return fprintf(stderr, "sluice-bench: cannot read %s: %s\n", o->prompts_file, strerror(errno)), -1;
+    char *line = NULL;
+    size_t line_cap = 0, cap = 0, lineno = 0;
+    ssize_t n;
+    int rc = 0;
+    while (!rc && (n = getline(&line, &line_cap, f)) >= 0) {
+        lineno++;
+        size_t k = 0;
+        while (k < (size_t)n && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r' || line[k] == '\n')) k++;
+        if (k == (size_t)n) continue;
+        json_error_t je;
+        char why[200];
+        json_t *root = json_loadb(line, (size_t)n, JSON_REJECT_DUPLICATES, &je);
+        if (!root) snprintf(why, sizeof why, "bad JSON at column %d: %s", je.column, je.text);
+        if (!root || lg_prompt_add_line(o, root, &cap, why, sizeof why)) {
+            fprintf(stderr, "sluice-bench: %s:%zu: %s\n", o->prompts_file, lineno, why);
+            rc = -1;
+        }
+        json_decref(root);
+    }
+    if (!rc && ferror(f)) {
+        fprintf(stderr, "sluice-bench: cannot read %s: %s\n", o->prompts_file, strerror(errno));
+        rc = -1;
+    }
+    if (!rc && !o->n_prompts) {
+        fprintf(stderr, "sluice-bench: %s holds no prompts\n", o->prompts_file);
+        rc = -1;
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* POSTs req (consumed) as JSON to path of t and parses the 200 answer into *resp; anything else is an error that
+ * names the endpoint and quotes the server's message. */
+static int lg_post_json(const lg_opts *o, const lg_target *t, const char *path, json_t *req, json_t **resp) {
+    *resp = NULL;
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!body) return fprintf(stderr, "sluice-bench: out of memory\n"), -1;
+    int status;
+    char *ans;
+    int rc = lg_http_sync(o, t, path, body, &status, &ans);
+    free(body);
+    if (rc) return -1;
+    json_t *root = json_loads(ans, 0, NULL);
+    if (status != 200 || !root) {
+        json_t *m = json_object_get(json_object_get(root, "error"), "message");
+        fprintf(stderr, "sluice-bench: %s: POST %s: HTTP %d: %.200s\n", t->url, path, status,
+                json_is_string(m) ? json_string_value(m) : ans);
+        json_decref(root);
+        free(ans);
+        return -1;
+    }
+    free(ans);
+    *resp = root;
+    return 0;
+}
+
+/* /tokenize of text; *ids gets the "tokens" array (a new reference), *count its length. */
+static int lg_tokenize(const lg_opts *o, const lg_target *t, const char *text, int add_special, json_t **ids,
+                       size_t *count) {
+    json_t *req = json_pack("{s:s, s:b}", "prompt", text, "add_special_tokens", add_special);
+    if (req && t->model[0]) json_object_set_new(req, "model", json_string(t->model));
+    json_t *resp;
+    if (lg_post_json(o, t, "/tokenize", req, &resp)) return -1;
+    json_t *tok = json_object_get(resp, "tokens");
+    if (!json_is_array(tok)) {
+        fprintf(stderr, "sluice-bench: %s: /tokenize answered without a \"tokens\" array\n", t->url);
+        json_decref(resp);
+        return -1;
+    }
+    *ids = json_incref(tok);
+    *count = json_array_size(tok);
+    json_decref(resp);
+    return 0;
+}
+
+/* The source of text prompts: ordinary English prose, so the windows cut from it tokenize like real prompts.
+ * It is repeated as often as the longest prompt needs. */
+static const char lg_corpus[] =
+    "The river town woke slowly that spring. Boats came down from the hills loaded with timber and wool, and "
+    "the market square filled with voices long before the church bell rang eight. Anna kept the small bakery "
+    "by the bridge, where the smell of bread drifted over the water and drew the boatmen in for something warm. "
+    "Her brother mended nets on the quay and told anyone who would listen about the great flood of his youth, "
+    "when the water rose above the second step of the town hall and the mayor rowed to his office. Children "
+    "chased each other between the stalls, merchants argued about the price of salt, and an old dog slept in "
+    "the only patch of sunlight that reached the cobbles. In the afternoon clouds gathered over the western "
+    "ridge, the wind turned cold, and people began to pack their goods into carts. By evening the square was "
+    "empty again, the lamps were lit one by one, and the river carried the last light of the day toward the sea. ";
+
+/* --prompt-text-tokens: before the clock starts, tokenize the corpus once, then build each distinct prompt from a
+ * random window of ids (its first --shared-prefix ids common to all), detokenize it, and check the text's length
+ * with /tokenize as /v1/completions will count it (special tokens included). Windows can merge or split at
+ * their edges when the text is tokenized again, so a prompt whose length misses is rebuilt from another window,
+ * LG_TEXT_TRIES times at most, keeping the closest. Built against the first target: in compare mode both servers
+ * get the same texts, which is what a comparison needs. */
+static int lg_prompts_build_text(lg_opts *o, const lg_target *t, size_t n_prompts) {
+    int rc = -1;
+    char *text = NULL;
+    json_t *ids = NULL, *with_special = NULL;
+    size_t n_ids = 0, n_ws = 0, n_exact = 0;
+    int worst = 0;
+    uint64_t rng = o->seed ^ 0x7E57ull; /* its own stream: text prompts do not shift arrivals */
+    /* how many copies of the corpus the longest prompt needs, from one tokenization of one copy (+1 for the
+     * window's freedom to start anywhere) */
+    if (lg_tokenize(o, t, lg_corpus, 0, &ids, &n_ids)) goto out;
+    if (lg_tokenize(o, t, lg_corpus, 1, &with_special, &n_ws)) goto out;
+    int n_special = n_ws > n_ids ? (int)(n_ws - n_ids) : 0; /* BOS and the like that /tokenize adds */
+    size_t copies = n_ids ? (size_t)o->prompt_max / n_ids + 2 : 0;
+    if (!n_ids) {
+        fprintf(stderr, "sluice-bench: %s: /tokenize gave no tokens for the corpus\n", t->url);
+        goto out;
+    }
+    if (copies > 1) {
+        size_t cl = strlen(lg_corpus);
+        text = malloc(copies * cl + 1);
+        if (!text) goto oom;
+        for (size_t i = 0; i < copies; i++) memcpy(text + i * cl, lg_corpus, cl);
+        text[copies * cl] = 0;
+        json_decref(ids);
+        ids = NULL;
+        if (lg_tokenize(o, t, text, 0, &ids, &n_ids)) goto out;
+    }
+    o->prompts = calloc(n_prompts, sizeof *o->prompts);
+    if (!o->prompts) goto oom;
+    for (size_t k = 0; k < n_prompts; k++) {
+        int want = o->prompt_min == o->prompt_max ? o->prompt_min : lg_rng_range(&rng, o->prompt_min, o->prompt_max + 1);
+        int w = want - n_special > 0 ? want - n_special : 1;       /* ids in the window */
+        int pre = o->shared_prefix < w ? o->shared_prefix : w;     /* of which common to all prompts */
+        json_t *best = NULL;
+        int best_off = 0;
+        if (n_ids < (size_t)w) {
+            fprintf(stderr, "sluice-bench: %s: the corpus tokenized to %zu ids, fewer than %d\n", t->url, n_ids, w);
+            goto out;
+        }
+        for (int tries = 0; tries < LG_TEXT_TRIES; tries++) {
+            size_t span = n_ids - (size_t)(w - pre) - (size_t)pre + 1; /* window starts after the prefix */
+            size_t start = (size_t)pre + lg_rng_next(&rng) % span;
+            json_t *win = json_array();
+            for (int i = 0; i < w; i++)
+                json_array_append(win, json_array_get(ids, i < pre ? (size_t)i : start + (size_t)(i - pre)));
+            json_t *req = json_pack("{s:o}", "tokens", win);
+            if (req && t->model[0]) json_object_set_new(req, "model", json_string(t->model));
+            json_t *resp, *re_ids;
+            size_t got;
+            if (lg_post_json(o, t, "/detokenize", req, &resp)) {
+                json_decref(best);
+                goto out;
+            }
+            json_t *pt = json_incref(json_object_get(resp, "prompt"));
+            json_decref(resp);
+            if (!json_is_string(pt) || lg_tokenize(o, t, json_string_value(pt), 1, &re_ids, &got)) {
+                if (!json_is_string(pt)) fprintf(stderr, "sluice-bench: %s: /detokenize gave no \"prompt\"\n", t->url);
+                json_decref(pt);
+                json_decref(best);
+                goto out;
+            }
+            json_decref(re_ids);
+            int off = (int)got - want;
+            if (!best || abs(off) < abs(best_off)) {
+                json_decref(best);
+                best = pt;
+                best_off = off;
+            } else {
+                json_decref(pt);
+            }
+            if (!off) break;
+        }
+        o->prompts[k].prompt = best;
+        o->n_prompts++;
+        n_exact += !best_off;
+        if (abs(best_off) > abs(worst)) worst = best_off;
+    }
+    fprintf(stderr, "sluice-bench: built %zu text prompt%s with /tokenize: %zu of exact length%s", n_prompts,
+            n_prompts == 1 ? "" : "s", n_exact, n_exact == n_prompts ? "\n" : "");
+    if (n_exact != n_prompts) fprintf(stderr, ", the others off by %+d tokens at most\n", worst);
     rc = 0;
     goto out;
-conn_fail:
-    fprintf(stderr, "sluice-bench: cannot reach http://%s:%s: %s\n", o->host, o->port, strerror(errno));
+oom:
+    fprintf(stderr, "sluice-bench: out of memory\n");
 out:
-    free(pr.body);
-    close(fd);
+    free(text);
+    json_decref(ids);
+    json_decref(with_special);
     return rc;
+}
+
+static void lg_prompts_free(lg_opts *o) {
+    for (size_t i = 0; i < o->n_prompts; i++) {
+        json_decref(o->prompts[i].prompt);
+        json_decref(o->prompts[i].messages);
+    }
+    free(o->prompts);
+    o->prompts = NULL;
+    o->n_prompts = 0;
 }
 
 /* ---- recording ---------------------------------------------------------------------------------------------- */
@@ -643,13 +968,27 @@ static int lg_can_issue(lg_bench *b) {
     return uv_hrtime() < b->t_deadline;
 }
 
-/* The request body: prompt of exact length as token ids (completions) or words (chat). Caller frees. */
-static char *lg_body_build(lg_bench *b) {
+/* The request body: the next prepared prompt (file or text built to length), else a generated one of exact length
+ * as token ids (completions) or words (chat). *chat says which endpoint it is for. Caller frees. */
+static char *lg_body_build(lg_bench *b, int *chat) {
     lg_opts *o = b->o;
     int n = o->prompt_min == o->prompt_max ? o->prompt_min : lg_rng_range(&b->rng_prompt, o->prompt_min, o->prompt_max + 1);
+    int max_tokens = o->max_tokens;
     json_t *root = json_object();
+    *chat = o->chat;
     if (b->t->model[0]) json_object_set_new(root, "model", json_string(b->t->model));
-    if (o->chat) {
+    if (o->n_prompts) {
+        const lg_prompt *p = &o->prompts[b->next_prompt++ % o->n_prompts];
+        if (p->max_tokens) max_tokens = p->max_tokens;
+        if (p->messages) {
+            *chat = 1;
+            json_object_set(root, "messages", p->messages);
+        } else if (o->chat) { /* a string, checked when the file was read */
+            json_object_set_new(root, "messages", json_pack("[{s:s, s:O}]", "role", "user", "content", p->prompt));
+        } else {
+            json_object_set(root, "prompt", p->prompt);
+        }
+    } else if (o->chat) {
         /* Words of one token in most BPE vocabularies; the measured prompt length comes back in usage. */
         static const char *const words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to",
                                             "big", "red", "sun", "sky", "blue", "tree", "house", "bird", "sea", "day"};
@@ -673,7 +1012,7 @@ static char *lg_body_build(lg_bench *b) {
                                                                           : lg_rng_range(&b->rng_prompt, o->vocab_lo, o->vocab_hi)));
         json_object_set_new(root, "prompt", ids);
     }
-    json_object_set_new(root, "max_tokens", json_integer(o->max_tokens));
+    json_object_set_new(root, "max_tokens", json_integer(max_tokens));
     if (o->ignore_eos) json_object_set_new(root, "ignore_eos", json_true()); /* vLLM's extension, widely copied */
     if (o->temperature >= 0) json_object_set_new(root, "temperature", json_real(o->temperature));
     json_object_set_new(root, "stream", json_true());
@@ -771,7 +1110,7 @@ static void lg_sse_event(lg_conn *c, const char *data, size_t len) {
     /* A chunk counts when it carries text: the role-only first chunk of chat and the empty chunk that only
      * gives finish_reason carry no token, and counting the latter would add a near-zero gap per request. */
     json_t *ch = json_array_get(json_object_get(o, "choices"), 0);
-    json_t *text = c->b->o->chat ? json_object_get(json_object_get(ch, "delta"), "content") : json_object_get(ch, "text");
+    json_t *text = c->chat ? json_object_get(json_object_get(ch, "delta"), "content") : json_object_get(ch, "text");
     if (json_is_string(text) && json_string_length(text)) {
         if (!c->n_chunks) c->t_first = c->t_read;
         else if (!c->warm && lg_dbuf_push(&c->gaps, (double)(c->t_read - c->t_last) / 1e6))
@@ -955,7 +1294,8 @@ static void lg_conn_send(lg_conn *c) {
     c->msg_done = 0;
     c->state = LG_BUSY;
     uv_timer_start(&c->timer, lg_timeout_cb, (uint64_t)(o->timeout_s * 1000.0), 0);
-    char *body = lg_body_build(b);
+    char *body = lg_body_build(b, &c->chat);
+    const char *path = c->chat ? b->t->path_chat : b->t->path;
     char *msg = NULL;
     size_t len = 0;
     if (body) {
@@ -964,10 +1304,10 @@ static void lg_conn_send(lg_conn *c) {
         const char *auth = o->api_key ? "Authorization: Bearer " : "", *key = o->api_key ? o->api_key : "";
         const char *eol = o->api_key ? "\r\n" : "";
         size_t blen = strlen(body);
-        int hn = snprintf(NULL, 0, fmt, b->t->path, b->t->host, b->t->port, auth, key, eol, blen);
+        int hn = snprintf(NULL, 0, fmt, path, b->t->host, b->t->port, auth, key, eol, blen);
         msg = hn > 0 ? malloc((size_t)hn + blen + 1) : NULL;
         if (msg) {
-            snprintf(msg, (size_t)hn + 1, fmt, b->t->path, b->t->host, b->t->port, auth, key, eol, blen);
+            snprintf(msg, (size_t)hn + 1, fmt, path, b->t->host, b->t->port, auth, key, eol, blen);
             memcpy(msg + hn, body, blen + 1);
             len = (size_t)hn + blen;
         }
@@ -1207,11 +1547,16 @@ static void lg_print_summary_row(const char *name, lg_summary s) {
 /* Table and details of one target's levels on stdout. */
 static void lg_print_target(const lg_opts *o, const lg_target *t, const lg_level *levels, const lg_result *r,
                             int n_levels) {
-    char plen[32];
-    if (o->prompt_min == o->prompt_max) snprintf(plen, sizeof plen, "%d", o->prompt_min);
-    else snprintf(plen, sizeof plen, "%d-%d", o->prompt_min, o->prompt_max);
-    printf("\nsluice-bench: %s  %s  model %s  prompt %s tokens%s  max_tokens %d%s\n", o->chat ? "chat" : "completions",
-           t->url, t->model[0] ? t->model : "(none)", plen, o->chat ? " (words)" : "", o->max_tokens,
+    char plen[600];
+    if (o->prompts_file) snprintf(plen, sizeof plen, "prompts %.500s (%zu)", o->prompts_file, o->n_prompts);
+    else if (o->prompt_min == o->prompt_max) snprintf(plen, sizeof plen, "prompt %d tokens", o->prompt_min);
+    else snprintf(plen, sizeof plen, "prompt %d-%d tokens", o->prompt_min, o->prompt_max);
+    size_t n_msgs = 0; /* file prompts that go to chat/completions */
+    for (size_t i = 0; i < o->n_prompts; i++) n_msgs += o->prompts[i].messages != NULL;
+    const char *kind = o->chat || (n_msgs && n_msgs == o->n_prompts) ? "chat" : n_msgs ? "completions+chat" : "completions";
+    printf("\nsluice-bench: %s  %s  model %s  %s%s  max_tokens %d%s\n", kind, t->url,
+           t->model[0] ? t->model : "(none)", plen,
+           o->prompts_file ? "" : o->text_prompts ? " (text via /tokenize)" : o->chat ? " (words)" : "", o->max_tokens,
            o->ignore_eos ? " (ignore_eos)" : "");
     printf("\n%-10s %6s %5s %9s %10s %9s %9s %9s %9s %9s %9s %8s\n", "load", "ok", "err", "req/s", "out tok/s",
            "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "E2E p50", "E2E p99", "goodput");
@@ -1322,6 +1667,8 @@ static int lg_report(const lg_opts *o, lg_level *const *levels, int n_levels) {
                                  "max_tokens", o->max_tokens, "ignore_eos", o->ignore_eos, "warmup", o->warmup,
                                  "slo_ttft_ms", o->slo_ttft_ms, "slo_tpot_ms", o->slo_tpot_ms, "temperature", o->temperature);
         if (root) {
+            json_object_set_new(root, "prompts_file", o->prompts_file ? json_string(o->prompts_file) : json_null());
+            json_object_set_new(root, "prompt_text", json_boolean(o->text_prompts));
             json_object_set_new(root, "levels", lg_levels_json(levels[0], r[0], n_levels));
             if (o->n_targets == 2) {
                 json_t *ratios = json_array();
@@ -1512,6 +1859,8 @@ static int lg_bench_init(lg_bench *b, lg_opts *o, lg_target *t, uv_loop_t *loop)
     char path[sizeof t->path]; /* through a local: t->path and t->prefix share *t, which -Wrestrict flags */
     snprintf(path, sizeof path, "%s/v1/%s", t->prefix, o->chat ? "chat/completions" : "completions");
     lg_copy(t->path, sizeof t->path, path);
+    snprintf(path, sizeof path, "%s/v1/chat/completions", t->prefix);
+    lg_copy(t->path_chat, sizeof t->path_chat, path);
 
     int max_conc = 0, any_rate = 0;
     for (int i = 0; i < o->n_levels; i++) {
@@ -1560,10 +1909,20 @@ int main(int argc, char **argv) {
     lg_level *levels[2] = {NULL, NULL}; /* [n_targets][n_levels] */
     memset(b, 0, sizeof b);
     int rc = 1;
+    if (o.prompts_file && lg_prompts_load(&o)) goto out; /* every line checked before any request */
     for (int t = 0; t < o.n_targets; t++) {
         if (lg_bench_init(&b[t], &o, &o.tgt[t], loop)) goto out;
         levels[t] = calloc((size_t)o.n_levels, sizeof *levels[t]);
         if (!levels[t]) goto out;
+    }
+    if (o.text_prompts) {
+        /* one distinct prompt per request of a target's run, when the run has a known length */
+        size_t need = 0;
+        for (int i = 0; i < o.n_levels; i++) {
+            int n = o.per_stream ? o.per_stream * o.level_conc[i] : o.n_requests;
+            need += n < 0 ? LG_TEXT_PROMPTS_MAX : (size_t)o.warmup + (size_t)n * (size_t)o.rounds;
+        }
+        if (lg_prompts_build_text(&o, &o.tgt[0], need < LG_TEXT_PROMPTS_MAX ? need : LG_TEXT_PROMPTS_MAX)) goto out;
     }
 
     uint64_t t_run = uv_hrtime();
@@ -1609,5 +1968,6 @@ out:
         }
         free(levels[t]);
     }
+    lg_prompts_free(&o);
     return rc;
 }

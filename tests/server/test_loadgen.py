@@ -130,3 +130,85 @@ def test_bad_flags_are_refused():
     assert r.returncode == 1 and "one load shape" in r.stderr
     r = run_bench("--url", "https://example.com")
     assert r.returncode == 1 and "http://" in r.stderr
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_prompts_file_completions_and_chat(server, tmp_path):
+    """JSONL prompts: requests cycle through the lines, each line's max_tokens is honoured, and a line with
+    "messages" goes to chat/completions (a line's kind picks the endpoint, in one run)."""
+    prompts = write_jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "Once upon a time", "max_tokens": 3},
+        {"prompt": [1, 300, 301, 302, 303], "max_tokens": 5},  # token ids: usage must count exactly 5
+        "",  # a blank line is not a prompt
+        {"messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 4},
+    ])
+    out = tmp_path / "f.json"
+    # 6 requests over 3 lines: each line twice, so 2 * (3 + 5 + 4) output tokens
+    r = run_bench("--url", server.base, "-c", "2", "-n", "6", "--prompts-file", str(prompts), "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = json.loads(out.read_text())
+    (lv,) = d["levels"]
+    assert lv["completed"] == 6 and lv["failed"] == 0
+    assert lv["total_completion_tokens"] == 2 * (3 + 5 + 4)
+    assert d["prompts_file"] == str(prompts)
+    assert "completions+chat" in r.stdout and "(3)" in r.stdout
+    assert lv["prompt_tokens_min"] <= 5 <= lv["prompt_tokens_max"]
+
+    # --chat sends each text "prompt" as one user message; lines without max_tokens get --max-tokens
+    chat = write_jsonl(tmp_path / "c.jsonl", [{"prompt": "Hello there"}, {"prompt": "A red bird", "max_tokens": 2}])
+    r = run_bench("--url", server.base, "-c", "1", "-n", "4", "--chat", "--max-tokens", "6", "--prompts-file",
+                  str(chat), "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    (lv,) = json.loads(out.read_text())["levels"]
+    assert lv["completed"] == 4 and lv["total_completion_tokens"] == 2 * (6 + 2)
+    assert "sluice-bench: chat" in r.stdout
+
+
+def test_prompts_file_bad_line_names_its_number(server, tmp_path):
+    """A malformed line stops the run before any request, naming the file and the line."""
+    cases = [
+        ('{"prompt": "fine"}', '{"prompt": "unterminated', "bad JSON"),
+        ('{"prompt": "fine"}', '{"text": "no prompt here"}', "exactly one of"),
+        ('{"prompt": "fine"}', '{"prompt": "x", "max_tokens": 0}', "max_tokens"),
+        ('{"prompt": "fine"}', '{"messages": []}', "messages"),
+        ('{"prompt": "fine"}', '{"prompt": 42}', "string or a non-empty array of token ids"),
+        ('{"prompt": "fine"}', '["a list, not an object"]', "not a JSON object"),
+    ]
+    for good, bad, why in cases:
+        f = write_jsonl(tmp_path / "bad.jsonl", [good, "", bad])
+        r = run_bench("--url", server.base, "-n", "2", "--prompts-file", str(f))
+        assert r.returncode == 1, (bad, r.stdout + r.stderr)
+        assert f"{f}:3:" in r.stderr and why in r.stderr, (bad, r.stderr)
+        assert "measuring" not in r.stderr  # refused during set-up: no phase started
+    r = run_bench("--url", server.base, "-n", "2", "--prompts-file", str(tmp_path / "missing.jsonl"))
+    assert r.returncode == 1 and "cannot read" in r.stderr
+    r = run_bench("--url", server.base, "--prompts-file", str(f), "--prompt-tokens", "4")
+    assert r.returncode == 1 and "one prompt source" in r.stderr
+
+
+def test_prompt_text_tokens_exact_length(server, tmp_path):
+    """Text prompts built with /tokenize + /detokenize: the server's usage counts exactly the length asked for
+    (the builder re-tokenizes each text and retries windows whose edges merge, so exactness is checked, not
+    hoped for)."""
+    out = tmp_path / "t.json"
+    r = run_bench("--url", server.base, "-c", "3", "-n", "9", "--max-tokens", "3", "--prompt-text-tokens", "12",
+                  "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "9 of exact length" in r.stderr
+    (lv,) = json.loads(out.read_text())["levels"]
+    assert lv["completed"] == 9 and lv["total_completion_tokens"] == 27
+    assert lv["prompt_tokens_min"] == lv["prompt_tokens_max"] == 12
+    assert lv["total_prompt_tokens"] == 9 * 12
+    assert "(text via /tokenize)" in r.stdout
+
+    # a range, with a shared prefix: lengths from usage stay inside it
+    r = run_bench("--url", server.base, "-c", "2", "-n", "6", "--max-tokens", "2", "--prompt-text-tokens", "8:40",
+                  "--shared-prefix", "4", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    (lv,) = json.loads(out.read_text())["levels"]
+    assert lv["completed"] == 6
+    assert 8 <= lv["prompt_tokens_min"] <= lv["prompt_tokens_max"] <= 40
