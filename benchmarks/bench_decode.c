@@ -116,6 +116,7 @@ int main(int argc, char **argv) {
         ep.precision = precision;
         ep.max_num_batched_tokens = prompt_tokens > 512 ? prompt_tokens : 512;
         ep.max_num_seqs = 4;
+        ep.enable_prefix_caching = 0; /* every run prefills its prompt for real, not from the previous run's cache */
         ep.max_model_len = prompt_tokens + gen_tokens + 8;
         sl_engine_t *e;
         if (sl_engine_create(&ep, &e) != SL_OK) {

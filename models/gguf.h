@@ -115,7 +115,8 @@ sl_status sl_gguf_writer_set_str(sl_gguf_writer *w, const char *key, const char 
 sl_status sl_gguf_writer_set_arr_str(sl_gguf_writer *w, const char *key, const char *const *v, uint64_t n);
 sl_status sl_gguf_writer_set_arr_f32(sl_gguf_writer *w, const char *key, const float *v, uint64_t n);
 sl_status sl_gguf_writer_set_arr_i32(sl_gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
-/* Adds a tensor from f32 values, quantized to `type` (F32, F16, BF16, Q4_0, Q4_1, Q8_0) by the writer.
+/* Adds a tensor from f32 values, quantized to `type` (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K,
+ * Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL) by the writer, with GGML's reference rounding.
  * ne[0] is the row length. The data is copied (quantized) at once. */
 sl_status sl_gguf_writer_add_tensor_f32(sl_gguf_writer *w, const char *name, int n_dims, const int64_t *ne,
                                         int type, const float *values);
