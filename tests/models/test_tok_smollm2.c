@@ -14,6 +14,7 @@
 #include "sl_util.h"
 #include "testutil.h"
 #include "tokenizer.h"
+#include "unicode.h"
 
 static sl_gguf *g_file;
 static sl_tokenizer *g_tok;
@@ -45,29 +46,6 @@ static int hex4(const char *p, unsigned *v) {
     return 1;
 }
 
-static size_t put_utf8(char *out, unsigned cp) {
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* Decodes the JSON string starting at *p (just after its opening quote) into out; returns its length and
  * leaves *p after the closing quote. Python's json.dumps(ensure_ascii=True) is all this needs to read. */
 static size_t json_string(const char **p, char *out) {
@@ -96,7 +74,7 @@ static size_t json_string(const char **p, char *out) {
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 s += 6;
             }
-            n += put_utf8(out + n, cp);
+            n += sl_utf8_encode(cp, out + n);
             break;
         default: out[n++] = *s++; break; /* \" \\ \/ */
         }
