@@ -142,6 +142,7 @@ typedef struct lg_conn {
     lg_conn_state state;
     int want_send;                  /* a request is waiting for the connection to (re)open */
     int msg_done, keep_alive;
+    int served;   /* responses completed on this connection since it was opened: > 0 means a reused one */
     /* the request in flight (one per connection: HTTP/1.1 without pipelining) */
     int active, warm;
     uint64_t t_start, t_first, t_last, t_read; /* ns (uv_hrtime) */
@@ -1191,6 +1192,7 @@ static const llhttp_settings_t *lg_settings(void) {
 
 /* The response on c is complete: decide success, then keep or close the connection. */
 static void lg_conn_response_done(lg_conn *c) {
+    c->served++;
     int status = c->status;
     char msg[200] = "";
     if (status != 200) {
@@ -1225,6 +1227,13 @@ static void lg_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         if (c->active && nread == UV_EOF && (llhttp_finish(&c->parser), c->msg_done)) {
             c->keep_alive = 0;
             lg_conn_response_done(c);
+        } else if (c->active && c->served > 0 && c->status == 0) {
+            /* A reused keep-alive connection the server closed before answering (its idle close crossed our
+             * request, or it closes after every response): nothing was processed, so send again on a fresh
+             * connection, as HTTP clients do. A fresh connection failing the same way is an error (below). */
+            c->active = 0;
+            c->want_send = 1;
+            lg_conn_close(c);
         } else if (c->active) {
             char m[120];
             snprintf(m, sizeof m, "connection lost: %s", uv_strerror((int)nread));
@@ -1351,6 +1360,7 @@ static void lg_conn_open(lg_conn *c) {
     c->connect_req.data = c;
     llhttp_init(&c->parser, HTTP_RESPONSE, lg_settings());
     c->parser.data = c;
+    c->served = 0;
     c->state = LG_CONNECTING;
     int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&b->t->addr, lg_connect_cb);
     if (rc) {
