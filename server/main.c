@@ -97,13 +97,12 @@ static char *read_stream(FILE *f, size_t *len) {
     return buf;
 }
 
-static sl_status open_engine(const sl_config *cfg, int quiet, sl_engine_t **eng) {
+static sl_status open_engine(const sl_config *cfg, sl_engine_t **eng) {
     sl_engine_params ep;
     sl_engine_params_init(&ep);
     sl_config_to_engine_params(cfg, &ep);
     char *default_path = NULL;
     if (!ep.model_path || !*ep.model_path) ep.model_path = default_path = sl_default_model_path();
-    (void)quiet;
     sl_status st = sl_engine_create(&ep, eng);
     free(default_path);
     return st;
@@ -218,7 +217,7 @@ static int cmd_generate(const sl_config *cfg, int argc, char **argv) {
     if (!prompt) prompt = "";
 
     sl_engine_t *eng = NULL;
-    sl_status st = open_engine(cfg, 0, &eng);
+    sl_status st = open_engine(cfg, &eng);
     if (st != SL_OK) {
         free(file_text);
         return fail("loading the model", st);
@@ -362,7 +361,7 @@ static int cmd_tokenize(const sl_config *cfg, int argc, char **argv) {
         len = strlen(text);
     }
     sl_engine_t *eng = NULL;
-    sl_status st = open_engine(cfg, 1, &eng);
+    sl_status st = open_engine(cfg, &eng);
     if (st != SL_OK) {
         free(stdin_text);
         return fail("loading the model", st);
