@@ -7,7 +7,9 @@
  * pairs within a head; the converter permuted Q and K for it). Families with the other RoPE layout (qwen2,
  * ...) and unsupported rope scalings are refused at load with a message.
  *
- * All compute goes through the backend (runtime/backend.h); this file decides shapes and order only.
+ * All compute goes through the backend (runtime/backend.h); this file decides shapes and order only. Weights
+ * and norm vectors are placed on the backend at load (on the CPU they stay in the file's mapping), the
+ * activations live in backend memory, and only the outputs asked for come back to the host.
  */
 #include <math.h>
 #include <stdio.h>
@@ -40,6 +42,9 @@ typedef struct llama_ctx {
     llama_layer *layers;       /* [n_layer] */
     float **owned;             /* norm vectors converted to f32 at load (F16/BF16 files), freed with the model */
     int n_owned;
+    void **dev_norms;          /* norm vectors copied to a device backend (not host memory), [n_dev_norms] */
+    size_t *dev_norm_bytes;
+    int n_dev_norms;
 
     /* KV cache: per layer, [n_slots][n_head_kv][head_dim] in kv_type */
     void **k_pool, **v_pool;
@@ -48,7 +53,7 @@ typedef struct llama_ctx {
     int block_size;
     int64_t n_slots;
 
-    /* Activations, each [cap_tokens][width] f32, grown to the largest step seen. */
+    /* Activations in backend memory, each [cap_tokens][width] f32, grown to the largest step seen. */
     int cap_tokens;
     float *x;    /* [T][n_embd] residual stream */
     float *xb;   /* [T][n_embd] normed input of a block */
@@ -59,7 +64,8 @@ typedef struct llama_ctx {
     float *att;  /* [T][n_head * head_dim] attention output */
     float *ffg;  /* [T][n_ff] gate, then silu(gate) * up */
     float *ffu;  /* [T][n_ff] up */
-    int32_t *row_seq;   /* [T] */
+    float *logits_dev;  /* [T][n_vocab] logits on a device backend before download; NULL on the CPU */
+    int32_t *row_seq;   /* [T] host memory, like every index array (backend.h) */
     int32_t *row_n_ctx; /* [T] */
     int32_t *out_ids;   /* [T] tokens wanting output, compacted */
 } llama_ctx;
@@ -93,10 +99,32 @@ static sl_status load_weight(llama_ctx *c, const sl_gguf *g, const char *name, i
     if (w->row_bytes == 0)
         return sl__errorf(SL_BAD_FORMAT, "tensor '%s': row length %d is not a multiple of %s's block", name, n_in,
                           sl_dtype_name(t->type));
-    if (!c->backend->iface->weights_in_host_memory)
-        return sl__errorf(SL_UNSUPPORTED, "backend %s needs weight upload, not implemented yet",
-                          c->backend->iface->name);
-    w->data = t->data;
+    sl_weight host = *w;
+    host.data = t->data;
+    st = sl_backend_upload_weight(c->backend, &host, w);
+    if (st != SL_OK) return sl__error_prefix(st, "placing tensor '%s'", name);
+    return SL_OK;
+}
+
+/* A norm vector (host memory, f32) placed on the backend: itself on the CPU, a device copy elsewhere. */
+static sl_status place_norm(llama_ctx *c, const float *host, int n, const float **out) {
+    if (c->backend->iface->weights_in_host_memory) {
+        *out = host;
+        return SL_OK;
+    }
+    size_t bytes = (size_t)n * sizeof(float);
+    void **v = sl__realloc(c->dev_norms, (size_t)(c->n_dev_norms + 1) * sizeof *v);
+    if (v) c->dev_norms = v;
+    size_t *nb = v ? sl__realloc(c->dev_norm_bytes, (size_t)(c->n_dev_norms + 1) * sizeof *nb) : NULL;
+    if (nb) c->dev_norm_bytes = nb;
+    if (!v || !nb) return sl__errorf(SL_OUT_OF_MEMORY, "norm table");
+    void *d;
+    sl_status st = sl_backend_alloc(c->backend, bytes, &d);
+    if (st != SL_OK) return st;
+    c->dev_norms[c->n_dev_norms] = d;
+    c->dev_norm_bytes[c->n_dev_norms++] = bytes;
+    if ((st = sl_backend_upload(c->backend, d, host, bytes)) != SL_OK) return st;
+    *out = d;
     return SL_OK;
 }
 
@@ -104,10 +132,7 @@ static sl_status load_norm(llama_ctx *c, const sl_gguf *g, const char *name, int
     const sl_gguf_tensor *t;
     sl_status st = get_tensor(g, name, n, 1, &t);
     if (st != SL_OK) return st;
-    if (t->type == SL_DTYPE_F32) {
-        *out = t->data;
-        return SL_OK;
-    }
+    if (t->type == SL_DTYPE_F32) return place_norm(c, t->data, n, out);
     if (t->type != SL_DTYPE_F16 && t->type != SL_DTYPE_BF16)
         return sl__errorf(SL_UNSUPPORTED, "norm tensor '%s' has type %s; expected f32, f16 or bf16", name,
                           sl_dtype_name(t->type) ? sl_dtype_name(t->type) : "unknown");
@@ -121,8 +146,32 @@ static sl_status load_norm(llama_ctx *c, const sl_gguf *g, const char *name, int
     c->owned = owned;
     c->owned[c->n_owned++] = f;
     sl_k_dequantize_row(t->type, t->data, f, n);
-    *out = f;
-    return SL_OK;
+    return place_norm(c, f, n, out);
+}
+
+/* The activation buffers with their sizes in floats for cap tokens (order shared by alloc and free). */
+static int activation_bufs(llama_ctx *c, size_t T, float ***p, size_t *n) {
+    const sl_model_hparams *hp = c->hp;
+    size_t E = (size_t)hp->n_embd, qd = (size_t)hp->n_head * (size_t)hp->head_dim,
+           kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim, F = (size_t)hp->n_ff;
+    float **ptrs[] = {&c->x, &c->xb, &c->xb2, &c->q, &c->k, &c->v, &c->att, &c->ffg, &c->ffu, &c->logits_dev};
+    size_t sizes[] = {T * E, T * E, T * E, T * qd, T * kvd, T * kvd, T * qd, T * F, T * F,
+                      c->backend->iface->weights_in_host_memory ? 0 : T * (size_t)hp->n_vocab};
+    for (size_t i = 0; i < SL_ARRAY_LEN(ptrs); i++) {
+        p[i] = ptrs[i];
+        n[i] = sizes[i];
+    }
+    return (int)SL_ARRAY_LEN(ptrs);
+}
+
+static void free_activations(llama_ctx *c) {
+    float **p[16];
+    size_t n[16];
+    int k = activation_bufs(c, (size_t)c->cap_tokens, p, n);
+    for (int i = 0; i < k; i++) {
+        sl_backend_buf_free(c->backend, *p[i], n[i] * sizeof(float));
+        *p[i] = NULL;
+    }
 }
 
 static void llama_free(void *ctx) {
@@ -137,13 +186,24 @@ static void llama_free(void *ctx) {
     }
     free(c->k_pool);
     free(c->v_pool);
-    float **bufs[] = {&c->x, &c->xb, &c->xb2, &c->q, &c->k, &c->v, &c->att, &c->ffg, &c->ffu};
-    for (size_t i = 0; i < SL_ARRAY_LEN(bufs); i++) free(*bufs[i]);
+    free_activations(c);
     free(c->row_seq);
     free(c->row_n_ctx);
     free(c->out_ids);
     for (int i = 0; i < c->n_owned; i++) free(c->owned[i]);
     free(c->owned);
+    for (int i = 0; i < c->n_dev_norms; i++) sl_backend_buf_free(b, c->dev_norms[i], c->dev_norm_bytes[i]);
+    free(c->dev_norms);
+    free(c->dev_norm_bytes);
+    if (c->layers) {
+        for (int l = 0; l < c->hp->n_layer; l++) {
+            llama_layer *L = &c->layers[l];
+            sl_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+            for (size_t i = 0; i < SL_ARRAY_LEN(ws); i++) sl_backend_weight_free(b, ws[i]);
+        }
+    }
+    if (c->output.data != c->tok_embd.data) sl_backend_weight_free(b, &c->output);
+    sl_backend_weight_free(b, &c->tok_embd);
     free(c->layers);
     free(c);
 }
@@ -231,23 +291,29 @@ sl_status sl_llama_kv_alloc(void *ctx, int n_blocks, int block_size, int kv_type
 /* ---- forward ------------------------------------------------------------------------------------------------------ */
 static sl_status ensure_capacity(llama_ctx *c, int n_tokens) {
     if (n_tokens <= c->cap_tokens) return SL_OK;
-    const sl_model_hparams *hp = c->hp;
-    size_t T = (size_t)n_tokens, E = (size_t)hp->n_embd, qd = (size_t)hp->n_head * (size_t)hp->head_dim,
-           kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim, F = (size_t)hp->n_ff;
-    struct { float **p; size_t n; } bufs[] = {
-        {&c->x, T * E},   {&c->xb, T * E},   {&c->xb2, T * E},  {&c->q, T * qd},  {&c->k, T * kvd},
-        {&c->v, T * kvd}, {&c->att, T * qd}, {&c->ffg, T * F},  {&c->ffu, T * F},
-    };
-    for (size_t i = 0; i < SL_ARRAY_LEN(bufs); i++) {
-        float *p = sl__realloc(*bufs[i].p, bufs[i].n * sizeof(float));
-        if (!p) return sl__errorf(SL_OUT_OF_MEMORY, "activations for %d tokens", n_tokens);
-        *bufs[i].p = p;
-    }
+    size_t T = (size_t)n_tokens;
     int32_t **ibufs[] = {&c->row_seq, &c->row_n_ctx, &c->out_ids};
     for (size_t i = 0; i < SL_ARRAY_LEN(ibufs); i++) {
-        int32_t *p = sl__realloc(*ibufs[i], T * sizeof(int32_t));
-        if (!p) return sl__errorf(SL_OUT_OF_MEMORY, "activations for %d tokens", n_tokens);
-        *ibufs[i] = p;
+        int32_t *ip = sl__realloc(*ibufs[i], T * sizeof(int32_t));
+        if (!ip) return sl__errorf(SL_OUT_OF_MEMORY, "activations for %d tokens", n_tokens);
+        *ibufs[i] = ip;
+    }
+    free_activations(c); /* nothing survives a step in them: no copy */
+    c->cap_tokens = 0;
+    float **p[16];
+    size_t n[16];
+    int k = activation_bufs(c, T, p, n);
+    for (int i = 0; i < k; i++) {
+        if (n[i] == 0) continue;
+        void *d;
+        sl_status st = sl_backend_alloc(c->backend, n[i] * sizeof(float), &d);
+        if (st != SL_OK) {
+            c->cap_tokens = n_tokens; /* so free_activations releases what was allocated */
+            free_activations(c);
+            c->cap_tokens = 0;
+            return sl__error_prefix(st, "activations for %d tokens", n_tokens);
+        }
+        *p[i] = d;
     }
     c->cap_tokens = n_tokens;
     return SL_OK;
@@ -278,6 +344,10 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
         c->row_seq[i] = b->seq[i];
         c->row_n_ctx[i] = b->pos[i] + 1;
     }
+    sl_step_index ix = {.n_rows = T, .tokens = b->tokens, .pos = b->pos, .slots = b->slot, .row_seq = c->row_seq,
+                        .row_n_ctx = c->row_n_ctx, .n_seqs = b->n_seqs, .block_tables = b->block_tables,
+                        .block_size = c->block_size};
+    CHECK(sl_backend_begin_step(be, &ix));
     sl_attn_args aa = {
         .kv_type = c->kv_type, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd,
         .block_size = c->block_size, .scale = 1.0f / sqrtf((float)hd), .block_tables = b->block_tables,
@@ -289,9 +359,9 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
         const llama_layer *L = &c->layers[l];
         /* attention block */
         CHECK(sl_backend_rms_norm(be, c->x, L->attn_norm, c->xb, T, E, hp->rms_eps));
-        CHECK(sl_backend_matmul(be, &L->wq, c->xb, T, c->q));
-        CHECK(sl_backend_matmul(be, &L->wk, c->xb, T, c->k));
-        CHECK(sl_backend_matmul(be, &L->wv, c->xb, T, c->v));
+        const sl_weight *qkv[] = {&L->wq, &L->wk, &L->wv};
+        float *const qkv_out[] = {c->q, c->k, c->v};
+        CHECK(sl_backend_matmul_multi(be, 3, qkv, c->xb, T, qkv_out));
         CHECK(sl_backend_rope(be, c->q, b->pos, T, hp->n_head, hd, hp->n_rot, hp->rope_freq_base, hp->rope_freq_scale));
         CHECK(sl_backend_rope(be, c->k, b->pos, T, hp->n_head_kv, hd, hp->n_rot, hp->rope_freq_base,
                               hp->rope_freq_scale));
@@ -304,8 +374,9 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
         CHECK(sl_backend_add(be, c->x, c->xb2, (size_t)T * E));
         /* MLP block */
         CHECK(sl_backend_rms_norm(be, c->x, L->ffn_norm, c->xb, T, E, hp->rms_eps));
-        CHECK(sl_backend_matmul(be, &L->w_gate, c->xb, T, c->ffg));
-        CHECK(sl_backend_matmul(be, &L->w_up, c->xb, T, c->ffu));
+        const sl_weight *gu[] = {&L->w_gate, &L->w_up};
+        float *const gu_out[] = {c->ffg, c->ffu};
+        CHECK(sl_backend_matmul_multi(be, 2, gu, c->xb, T, gu_out));
         CHECK(sl_backend_swiglu(be, c->ffg, c->ffu, c->ffg, T, F));
         CHECK(sl_backend_matmul(be, &L->w_down, c->ffg, T, c->xb2));
         CHECK(sl_backend_add(be, c->x, c->xb2, (size_t)T * E));
@@ -315,7 +386,8 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
     int n_logits = 0, n_hidden = 0;
     for (int i = 0; i < T; i++) {
         if (b->output[i] == SL_OUT_NONE) continue;
-        memmove(c->xb + (size_t)(n_logits + n_hidden) * E, c->x + (size_t)i * E, (size_t)E * sizeof(float));
+        CHECK(sl_backend_copy(be, c->xb + (size_t)(n_logits + n_hidden) * E, c->x + (size_t)i * E,
+                              (size_t)E * sizeof(float)));
         c->out_ids[n_logits + n_hidden] = b->output[i];
         if (b->output[i] == SL_OUT_LOGITS)
             n_logits++;
@@ -330,15 +402,21 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
     for (int j = 0; j < n_out; j++) {
         const float *row = c->xb + (size_t)j * E;
         if (c->out_ids[j] == SL_OUT_LOGITS)
-            memmove(c->xb2 + (size_t)li++ * E, row, (size_t)E * sizeof(float));
+            CHECK(sl_backend_copy(be, c->xb2 + (size_t)li++ * E, row, (size_t)E * sizeof(float)));
         else if (b->hidden)
-            memcpy(b->hidden + (size_t)hi++ * E, row, (size_t)E * sizeof(float));
+            CHECK(sl_backend_download(be, b->hidden + (size_t)hi++ * E, row, (size_t)E * sizeof(float)));
     }
     if (n_logits > 0) {
         if (!b->logits) return sl__errorf(SL_INTERNAL, "batch asks for logits but gives no buffer");
-        CHECK(sl_backend_matmul(be, &c->output, c->xb2, n_logits, b->logits));
+        if (be->iface->weights_in_host_memory) {
+            CHECK(sl_backend_matmul(be, &c->output, c->xb2, n_logits, b->logits));
+        } else {
+            CHECK(sl_backend_matmul(be, &c->output, c->xb2, n_logits, c->logits_dev));
+            CHECK(sl_backend_download(be, b->logits, c->logits_dev,
+                                      (size_t)n_logits * (size_t)hp->n_vocab * sizeof(float)));
+        }
     }
-    return SL_OK;
+    return sl_backend_synchronize(be);
 }
 
 const sl_model_iface sl_llama_iface = {

@@ -27,7 +27,14 @@ typedef struct sl_model_params {
     int n_threads;              /* CPU compute threads, 0 = all cores */
     sl_precision precision;
     int max_model_len;          /* 0 = n_ctx_train */
+    /* Placement of this model (one replica, DESIGN.md §4). tp_size ranks split every layer (tensor parallel:
+     * attention heads and the MLP, one all-reduce after each); rank r runs on devices[r]. */
+    int tp_size;                /* 0 or 1 = the whole model on one device */
+    const int *devices;         /* [tp_size] device of each rank: SL_DEVICE_CPU, or a CUDA ordinal >= 0;
+                                 * NULL = every rank on the CPU */
 } sl_model_params;
+
+#define SL_DEVICE_CPU (-1)
 
 typedef struct sl_model_hparams {
     char architecture[32];

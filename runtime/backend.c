@@ -3,7 +3,9 @@
  * injection for tests of the failure path, then the call.
  *
  * SLUICE_FAULT_INJECT="<op>:<n>" (op = matmul, attention, alloc, ...) makes the n-th call of that op
- * (1-based, counted per process) return SL_DEVICE, as a real device error would.
+ * (1-based, counted per process) return SL_DEVICE, as a real device error would. "<op>:<n>@<tag>" counts
+ * only the calls made from threads whose fault tag is <tag> (sl_backend_fault_tag_set; the engine tags each
+ * replica's thread with the replica's index), so one chosen replica fails while the others go on.
  */
 #include "backend.h"
 
@@ -16,8 +18,14 @@
 
 static char sl__fault_op[32];
 static long sl__fault_at = -1;
+static int sl__fault_want_tag = -1; /* -1: calls from every thread count */
 static _Atomic long sl__fault_count;
 static pthread_once_t sl__fault_once = PTHREAD_ONCE_INIT;
+/* The calling thread's fault tag (a replica index), -1 until sl_backend_fault_tag_set. Per thread rather than
+ * per backend: the backend is made inside models/, the replica's thread is what the engine owns. */
+static _Thread_local int sl__fault_tag = -1;
+
+void sl_backend_fault_tag_set(int tag) { sl__fault_tag = tag; }
 
 static void sl__fault_init(void) {
     const char *s = getenv("SLUICE_FAULT_INJECT");
@@ -26,12 +34,15 @@ static void sl__fault_init(void) {
     if (!colon || (size_t)(colon - s) >= sizeof sl__fault_op) return;
     memcpy(sl__fault_op, s, (size_t)(colon - s));
     sl__fault_op[colon - s] = 0;
-    sl__fault_at = strtol(colon + 1, NULL, 10);
+    char *end = NULL;
+    sl__fault_at = strtol(colon + 1, &end, 10);
+    if (end && *end == '@') sl__fault_want_tag = (int)strtol(end + 1, NULL, 10);
 }
 
 static sl_status sl__fault(const char *op) {
     pthread_once(&sl__fault_once, sl__fault_init);
     if (sl__fault_at < 0 || strcmp(op, sl__fault_op) != 0) return SL_OK;
+    if (sl__fault_want_tag >= 0 && sl__fault_tag != sl__fault_want_tag) return SL_OK;
     if (atomic_fetch_add(&sl__fault_count, 1) + 1 == sl__fault_at)
         return sl__errorf(SL_DEVICE, "%s: injected device fault (SLUICE_FAULT_INJECT)", op);
     return SL_OK;
@@ -59,8 +70,58 @@ void sl_backend_buf_free(sl_backend *b, void *ptr, size_t bytes) {
     if (ptr) b->iface->buf_free(b->ctx, ptr, bytes);
 }
 
+sl_status sl_backend_copy(sl_backend *b, void *dst, const void *src, size_t bytes) {
+    SL__DISPATCH(copy, dst, src, bytes);
+}
+
+sl_status sl_backend_upload(sl_backend *b, void *dst, const void *src, size_t bytes) {
+    SL__DISPATCH(upload, dst, src, bytes);
+}
+
+sl_status sl_backend_download(sl_backend *b, void *dst, const void *src, size_t bytes) {
+    SL__DISPATCH(download, dst, src, bytes);
+}
+
+sl_status sl_backend_upload_weight(sl_backend *b, const sl_weight *host, sl_weight *dev) {
+    if (b->iface->weights_in_host_memory || !b->iface->upload_weight) {
+        if (!b->iface->weights_in_host_memory)
+            return sl__errorf(SL_UNSUPPORTED, "backend %s cannot place weights", b->iface->name);
+        *dev = *host;
+        return SL_OK;
+    }
+    SL__DISPATCH(upload_weight, host, dev);
+}
+
+void sl_backend_weight_free(sl_backend *b, sl_weight *dev) {
+    if (!b->iface->weights_in_host_memory && b->iface->weight_free && dev->data) b->iface->weight_free(b->ctx, dev);
+    dev->data = NULL;
+}
+
+sl_status sl_backend_begin_step(sl_backend *b, const sl_step_index *ix) {
+    if (!b->iface->begin_step) return SL_OK;
+    SL__DISPATCH(begin_step, ix);
+}
+
 sl_status sl_backend_matmul(sl_backend *b, const sl_weight *w, const float *x, int n_rows, float *y) {
     SL__DISPATCH(matmul, w, x, n_rows, y);
+}
+
+sl_status sl_backend_matmul_multi(sl_backend *b, int n, const sl_weight *const *ws, const float *x, int n_rows,
+                                  float *const *ys) {
+    if (!b->iface->matmul_multi) {
+        for (int i = 0; i < n; i++) {
+            sl_status st = sl_backend_matmul(b, ws[i], x, n_rows, ys[i]);
+            if (st != SL_OK) return st;
+        }
+        return SL_OK;
+    }
+    for (int i = 1; i < n; i++) SL_ASSERT(ws[i]->n_in == ws[0]->n_in);
+    /* counted as matmul for fault injection: one failure point per product, as with separate calls */
+    for (int i = 0; i < n; i++) {
+        sl_status st = sl__fault("matmul");
+        if (st != SL_OK) return st;
+    }
+    return b->iface->matmul_multi(b->ctx, n, ws, x, n_rows, ys);
 }
 
 sl_status sl_backend_get_rows(sl_backend *b, const sl_weight *w, const int32_t *ids, int n, float *out) {

@@ -10,7 +10,14 @@
  * a replica is tested on machines without a GPU).
  *
  * Shapes: activations are row-major f32 matrices [n_rows][dim] in device memory. A weight is 2-D,
- * [n_out][n_in] in its storage type (GGUF's ne0 = n_in is the row length), as sl_weight describes.
+ * [n_out][n_in] in its storage type (GGUF's ne0 = n_in is the row length), as sl_weight describes; its rows
+ * are row_bytes apart, which may exceed what n_in needs (a tensor-parallel rank's slice of a row-parallel
+ * weight points into the full rows).
+ *
+ * Index arrays (token ids, positions, KV slots, and attention's row_seq / row_n_ctx / block tables) are HOST
+ * memory: the host builds them every step, and they are small. The model passes them to begin_step() once per
+ * forward before any operation; every later call of that forward passes those same host pointers, so a device
+ * backend copies them over once per step and maps each pointer to its device copy.
  */
 #ifndef SL_BACKEND_H
 #define SL_BACKEND_H
@@ -42,6 +49,19 @@ typedef struct sl_attn_args {
     const int32_t *row_n_ctx;           /* [n_rows] tokens the row attends to (its position + 1) */
 } sl_attn_args;
 
+/* The index arrays of one forward (host memory), given to begin_step. */
+typedef struct sl_step_index {
+    int n_rows;
+    const int32_t *tokens;              /* [n_rows] */
+    const int32_t *pos;                 /* [n_rows] */
+    const int64_t *slots;               /* [n_rows] */
+    const int32_t *row_seq;             /* [n_rows] */
+    const int32_t *row_n_ctx;           /* [n_rows] */
+    int n_seqs;
+    const int32_t *const *block_tables; /* [n_seqs], each long enough for its rows' row_n_ctx */
+    int block_size;
+} sl_step_index;
+
 typedef struct sl_backend_iface {
     const char *name;
     void (*free)(void *ctx);
@@ -51,11 +71,25 @@ typedef struct sl_backend_iface {
     sl_status (*upload)(void *ctx, void *dst, const void *src, size_t bytes);   /* host → device */
     sl_status (*download)(void *ctx, void *dst, const void *src, size_t bytes); /* device → host */
     sl_status (*synchronize)(void *ctx);
-    /* Whether weights can stay where the loader mapped them (host memory), so no upload is needed. */
+    /* 1: the backend's memory is host memory (the CPU): weights stay where the loader mapped them, and the
+     * model may read and write the backend's buffers directly (no upload, download or copy needed). */
     int weights_in_host_memory;
+    /* dst = src, both device memory */
+    sl_status (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
+    /* Optional (NULL where weights_in_host_memory). Places a weight read from the file (host memory) on the
+     * device: *dev describes the device copy, whose type may differ (a backend may convert, e.g. dequantize
+     * to f16 for its GEMMs). Released with weight_free. */
+    sl_status (*upload_weight)(void *ctx, const sl_weight *host, sl_weight *dev);
+    void (*weight_free)(void *ctx, sl_weight *dev);
+    /* Optional: the step's index arrays, before any operation of a forward (see the top of this file). */
+    sl_status (*begin_step)(void *ctx, const sl_step_index *ix);
 
     /* y[n_rows][w->n_out] = x[n_rows][w->n_in] · Wᵀ */
     sl_status (*matmul)(void *ctx, const sl_weight *w, const float *x, int n_rows, float *y);
+    /* Optional: ys[i] = x · ws[i]ᵀ for i < n, the weights sharing n_in (Q, K and V; gate and up). One pass
+     * over x (the fast mode quantizes it once) and one dispatch. NULL: n matmul calls. */
+    sl_status (*matmul_multi)(void *ctx, int n, const sl_weight *const *ws, const float *x, int n_rows,
+                              float *const *ys);
     /* out[i] = row ids[i] of w, as f32 (the embedding lookup) */
     sl_status (*get_rows)(void *ctx, const sl_weight *w, const int32_t *ids, int n, float *out);
     /* y[r] = rmsnorm(x[r]) * weight, for r < n_rows (y may alias x) */
@@ -88,13 +122,26 @@ typedef struct sl_backend_cpu_params {
 sl_status sl_backend_cpu_create(const sl_backend_cpu_params *p, sl_backend *out);
 /* Number of CUDA devices usable now (0 without a GPU, a driver, or CUDA support in this build). */
 int sl_backend_cuda_device_count(void);
+/* Tags the calling thread for fault injection: SLUICE_FAULT_INJECT=<op>:<n>@<tag> counts only calls made from
+ * threads tagged <tag> (the engine tags each replica's thread with the replica index). -1: untagged. */
+void sl_backend_fault_tag_set(int tag);
 
 void sl_backend_free(sl_backend *b);
 
 /* Dispatchers: check, count, inject faults, then call the backend. */
 sl_status sl_backend_alloc(sl_backend *b, size_t bytes, void **out);
 void sl_backend_buf_free(sl_backend *b, void *ptr, size_t bytes);
+sl_status sl_backend_copy(sl_backend *b, void *dst, const void *src, size_t bytes);
+sl_status sl_backend_upload(sl_backend *b, void *dst, const void *src, size_t bytes);
+sl_status sl_backend_download(sl_backend *b, void *dst, const void *src, size_t bytes);
+/* A file's weight (host memory) made usable by the backend: the same weight where weights_in_host_memory,
+ * else the backend's device copy (release with sl_backend_weight_free). */
+sl_status sl_backend_upload_weight(sl_backend *b, const sl_weight *host, sl_weight *dev);
+void sl_backend_weight_free(sl_backend *b, sl_weight *dev);
+sl_status sl_backend_begin_step(sl_backend *b, const sl_step_index *ix);
 sl_status sl_backend_matmul(sl_backend *b, const sl_weight *w, const float *x, int n_rows, float *y);
+sl_status sl_backend_matmul_multi(sl_backend *b, int n, const sl_weight *const *ws, const float *x, int n_rows,
+                                  float *const *ys);
 sl_status sl_backend_get_rows(sl_backend *b, const sl_weight *w, const int32_t *ids, int n, float *out);
 sl_status sl_backend_rms_norm(sl_backend *b, const float *x, const float *weight, float *y, int n_rows, int dim,
                               float eps);

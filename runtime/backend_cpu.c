@@ -65,45 +65,61 @@ static sl_status cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
 }
 
 /* ---- matmul ------------------------------------------------------------------------------------------------ */
-typedef struct {
-    const sl_weight *w;
-    const float *x;
-    const uint8_t *xq;
+/* Products sharing one input: Q, K and V, or gate and up, run in one dispatch (matmul is the n = 1 case). */
+#define SL_CPU_MAX_MULTI 4
+
+typedef struct sl_mm_task {
+    int n;                                /* products */
+    const sl_weight *const *ws;           /* [n] */
+    float *const *ys;                     /* [n] */
+    const float *x;                       /* [n_rows][n_in] f32 input */
+    const uint8_t *xq;                    /* [n_rows][xq_row_bytes] the input quantized, or NULL (exact mode) */
     size_t xq_row_bytes;
     int act_type;
     int n_rows;
-    float *y;
 } sl_mm_task;
 
 static void mm_quantize_task(void *arg, int ith, int nth) {
     sl_mm_task *t = arg;
-    int r0, r1;
+    int n_in = t->ws[0]->n_in, r0, r1;
     sl_split_range(t->n_rows, 1, ith, nth, &r0, &r1);
     for (int r = r0; r < r1; r++)
-        sl_k_quantize_row(t->act_type, t->x + (size_t)r * t->w->n_in, (uint8_t *)t->xq + (size_t)r * t->xq_row_bytes,
-                          t->w->n_in);
+        sl_k_quantize_row(t->act_type, t->x + (size_t)r * n_in, (uint8_t *)t->xq + (size_t)r * t->xq_row_bytes, n_in);
 }
 
 static void mm_task(void *arg, int ith, int nth) {
     sl_mm_task *t = arg;
-    const sl_weight *w = t->w;
-    int o0, o1;
-    /* 16-column units keep each thread's share a whole number of the kernels' register tiles. */
-    sl_split_range(w->n_out, 16, ith, nth, &o0, &o1);
-    if (o0 >= o1) return;
-    if (t->xq)
-        sl_k_matmul_q(w->type, w->data, w->row_bytes, o0, o1, w->n_in, t->xq, t->xq_row_bytes, t->n_rows, t->y,
-                      w->n_out);
-    else
-        sl_k_matmul_f32(w->type, w->data, w->row_bytes, o0, o1, w->n_in, t->x, w->n_in, t->n_rows, t->y, w->n_out);
+    for (int i = 0; i < t->n; i++) {
+        const sl_weight *w = t->ws[i];
+        int o0, o1;
+        /* 16-column units keep each thread's share a whole number of the kernels' register tiles. */
+        sl_split_range(w->n_out, 16, ith, nth, &o0, &o1);
+        if (o0 >= o1) continue;
+        if (t->xq)
+            sl_k_matmul_q(w->type, w->data, w->row_bytes, o0, o1, w->n_in, t->xq, t->xq_row_bytes, t->n_rows,
+                          t->ys[i], w->n_out);
+        else
+            sl_k_matmul_f32(w->type, w->data, w->row_bytes, o0, o1, w->n_in, t->x, w->n_in, t->n_rows, t->ys[i],
+                            w->n_out);
+    }
 }
 
-static sl_status cpu_matmul(void *ctx, const sl_weight *w, const float *x, int n_rows, float *y) {
+static sl_status cpu_matmul_multi(void *ctx, int n, const sl_weight *const *ws, const float *x, int n_rows,
+                                  float *const *ys) {
     sl_cpu_ctx *c = ctx;
-    sl_mm_task t = {.w = w, .x = x, .n_rows = n_rows, .y = y, .act_type = -1};
-    if (c->precision == SL_PRECISION_FAST) t.act_type = sl_k_act_type(w->type);
-    if (t.act_type >= 0) {
-        t.xq_row_bytes = sl_dtype_row_bytes(t.act_type, w->n_in);
+    int act = c->precision == SL_PRECISION_FAST ? sl_k_act_type(ws[0]->type) : -1;
+    int same = n <= SL_CPU_MAX_MULTI;
+    for (int i = 1; i < n; i++) same = same && sl_k_act_type(ws[i]->type) == act;
+    if (!same) { /* the inputs would need different quantizations (a K-quant mix): one product at a time */
+        for (int i = 0; i < n; i++) {
+            sl_status st = cpu_matmul_multi(ctx, 1, ws + i, x, n_rows, ys + i);
+            if (st != SL_OK) return st;
+        }
+        return SL_OK;
+    }
+    sl_mm_task t = {.n = n, .ws = ws, .ys = ys, .x = x, .n_rows = n_rows, .act_type = act};
+    if (act >= 0) {
+        t.xq_row_bytes = sl_dtype_row_bytes(act, ws[0]->n_in);
         size_t need = t.xq_row_bytes * (size_t)n_rows;
         if (need > c->xq_cap) {
             /* Grows to the largest step seen (bounded by max_num_batched_tokens), then never again. */
@@ -113,13 +129,17 @@ static sl_status cpu_matmul(void *ctx, const sl_weight *w, const float *x, int n
             c->xq_cap = need;
         }
         t.xq = c->xq;
-        if ((size_t)n_rows * (size_t)w->n_in >= SL_CPU_PARALLEL_MIN_ELEMS)
+        if ((size_t)n_rows * (size_t)ws[0]->n_in >= SL_CPU_PARALLEL_MIN_ELEMS)
             sl_threadpool_run(c->pool, mm_quantize_task, &t);
         else
             mm_quantize_task(&t, 0, 1);
     }
     sl_threadpool_run(c->pool, mm_task, &t);
     return SL_OK;
+}
+
+static sl_status cpu_matmul(void *ctx, const sl_weight *w, const float *x, int n_rows, float *y) {
+    return cpu_matmul_multi(ctx, 1, &w, x, n_rows, &y);
 }
 
 static sl_status cpu_get_rows(void *ctx, const sl_weight *w, const int32_t *ids, int n, float *out) {
@@ -260,22 +280,24 @@ static void cpu_free(void *ctx) {
 }
 
 static const sl_backend_iface sl_cpu_iface = {
-    /* .name = */ "cpu",
-    /* .free = */ cpu_free,
-    /* .alloc = */ cpu_alloc,
-    /* .buf_free = */ cpu_buf_free,
-    /* .upload = */ cpu_copy,
-    /* .download = */ cpu_copy,
-    /* .synchronize = */ NULL,
-    /* .weights_in_host_memory = */ 1,
-    /* .matmul = */ cpu_matmul,
-    /* .get_rows = */ cpu_get_rows,
-    /* .rms_norm = */ cpu_rms_norm,
-    /* .rope = */ cpu_rope,
-    /* .swiglu = */ cpu_swiglu,
-    /* .add = */ cpu_add,
-    /* .kv_store = */ cpu_kv_store,
-    /* .attention = */ cpu_attention,
+    .name = "cpu",
+    .free = cpu_free,
+    .alloc = cpu_alloc,
+    .buf_free = cpu_buf_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .synchronize = NULL,
+    .weights_in_host_memory = 1,
+    .copy = cpu_copy,
+    .matmul = cpu_matmul,
+    .matmul_multi = cpu_matmul_multi,
+    .get_rows = cpu_get_rows,
+    .rms_norm = cpu_rms_norm,
+    .rope = cpu_rope,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .kv_store = cpu_kv_store,
+    .attention = cpu_attention,
 };
 
 sl_status sl_backend_cpu_create(const sl_backend_cpu_params *p, sl_backend *out) {
