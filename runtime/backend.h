@@ -122,6 +122,16 @@ typedef struct sl_backend_cpu_params {
 sl_status sl_backend_cpu_create(const sl_backend_cpu_params *p, sl_backend *out);
 /* Number of CUDA devices usable now (0 without a GPU, a driver, or CUDA support in this build). */
 int sl_backend_cuda_device_count(void);
+
+typedef struct sl_backend_cuda_params {
+    int device;            /* CUDA ordinal */
+    sl_precision precision;
+    int max_ctx;           /* longest attention context (tokens) */
+} sl_backend_cuda_params;
+
+/* A backend on one CUDA device (runtime/backend_cuda.c); SL_UNSUPPORTED in a build without CUDA, SL_DEVICE
+ * when the device cannot be used. */
+sl_status sl_backend_cuda_create(const sl_backend_cuda_params *p, sl_backend *out);
 /* Tags the calling thread for fault injection: SLUICE_FAULT_INJECT=<op>:<n>@<tag> counts only calls made from
  * threads tagged <tag> (the engine tags each replica's thread with the replica index). -1: untagged. */
 void sl_backend_fault_tag_set(int tag);

@@ -8,6 +8,7 @@
 #include <cuda_runtime_api.h>
 
 #include "backend.h"
+#include "sl_util.h"
 
 int sl_backend_cuda_device_count(void) {
     int n = 0;
@@ -16,4 +17,10 @@ int sl_backend_cuda_device_count(void) {
         return 0;
     }
     return n;
+}
+
+sl_status sl_backend_cuda_create(const sl_backend_cuda_params *p, sl_backend *out) {
+    out->iface = NULL;
+    out->ctx = NULL;
+    return sl__errorf(SL_UNSUPPORTED, "CUDA device %d: the CUDA compute backend is not implemented yet", p->device);
 }
