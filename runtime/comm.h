@@ -1,0 +1,78 @@
+/*
+ * comm.h — collective communication between the ranks of one tensor-parallel replica (DESIGN.md §4, §5).
+ *
+ * A communicator is `{const sl_comm_iface *iface; void *ctx}` for ONE rank: each rank holds its own handle
+ * and calls every collective with the same arguments in the same order as the others (as with NCCL). Buffers
+ * are in the memory of the rank's backend (host memory for CPU ranks, device memory for CUDA ranks).
+ *
+ * Implementations:
+ *   local   (comm_local.c)  ranks are threads of this process on the CPU backend; the reduction adds the
+ *                           ranks' buffers in rank order, so every rank gets bit-identical results, run after
+ *                           run (tests compare TP logits against TP 1 within float tolerance only because a
+ *                           sum split over ranks is ordered differently from the unsplit one).
+ *   nccl    (comm_nccl.c)   GPUs through NCCL, loaded with dlopen (the binary must start without it);
+ *                           ranks on several hosts bootstrap by sharing NCCL's unique id over TCP (below).
+ *   cuda1   (comm_cuda1.c)  several ranks on ONE GPU (one stream each), where NCCL refuses two ranks per
+ *                           device: all-reduce by device copies and an add kernel, so the CUDA
+ *                           tensor-parallel path runs on a single-GPU machine.
+ *
+ * Every call returns a status; a failed collective leaves the communicator unusable (the replica that owns it
+ * leaves service, as for any device error).
+ */
+#ifndef SL_COMM_H
+#define SL_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/sluice.h"
+
+typedef struct sl_comm_stats {
+    uint64_t all_reduces;    /* collectives of each kind this rank took part in */
+    uint64_t all_gathers;
+    uint64_t broadcasts;
+    uint64_t barriers;
+    uint64_t bytes_reduced;  /* payload bytes of all-reduces */
+} sl_comm_stats;
+
+typedef struct sl_comm_iface {
+    const char *name;
+    void (*free)(void *ctx);
+    /* buf[n] = sum over ranks of buf[n], f32, in place */
+    sl_status (*all_reduce_sum)(void *ctx, float *buf, size_t n);
+    /* out[rank * n + i] = in_of_rank[i]: every rank ends with all ranks' n floats, in rank order */
+    sl_status (*all_gather)(void *ctx, const float *in, float *out, size_t n);
+    /* buf of root copied to every rank, bytes */
+    sl_status (*broadcast)(void *ctx, void *buf, size_t bytes, int root);
+    sl_status (*barrier)(void *ctx);
+} sl_comm_iface;
+
+typedef struct sl_comm {
+    const sl_comm_iface *iface;
+    void *ctx;
+    int rank;
+    int size;
+    sl_comm_stats stats; /* counted by the dispatchers below */
+} sl_comm;
+
+/* Dispatchers: check, count, then call. */
+sl_status sl_comm_all_reduce_sum(sl_comm *c, float *buf, size_t n);
+sl_status sl_comm_all_gather(sl_comm *c, const float *in, float *out, size_t n);
+sl_status sl_comm_broadcast(sl_comm *c, void *buf, size_t bytes, int root);
+sl_status sl_comm_barrier(sl_comm *c);
+void sl_comm_free(sl_comm *c);
+
+/* ---- in-process ranks (CPU) ------------------------------------------------------------------------------ */
+/* Creates `size` communicators sharing one group, comms[r] for rank r; each is then used by one thread. */
+sl_status sl_comm_local_create(int size, sl_comm *comms);
+
+/* ---- NCCL unique-id exchange over TCP -------------------------------------------------------------------- */
+#define SL_COMM_ID_BYTES 128 /* ncclUniqueId's size */
+
+/* Rank 0: listens on host:port, sends id[SL_COMM_ID_BYTES] to each of n_peers ranks that connect, then
+ * returns. Other ranks: connect (retrying until timeout_ms) and receive it. Every failure (refused, timeout,
+ * short read, a peer speaking another protocol) is a status naming host:port. */
+sl_status sl_comm_id_publish(const char *host, int port, const uint8_t *id, int n_peers, int timeout_ms);
+sl_status sl_comm_id_fetch(const char *host, int port, uint8_t *id, int timeout_ms);
+
+#endif /* SL_COMM_H */
