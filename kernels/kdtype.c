@@ -22,6 +22,7 @@ static const sl_dtype_info sl_dtype_table[SL_DTYPE_COUNT] = {
     [SL_DTYPE_Q4_1] = {"q4_1", SL_QK4_1, sizeof(sl_block_q4_1), 1},
     [SL_DTYPE_Q8_0] = {"q8_0", SL_QK8_0, sizeof(sl_block_q8_0), 1},
     [SL_DTYPE_Q8_1] = {"q8_1", SL_QK8_1, sizeof(sl_block_q8_1), 0},
+    [SL_DTYPE_Q8_0S] = {"q8_0s", SL_QK8_0, sizeof(sl_block_q8_0s), 0},
     [SL_DTYPE_Q5_0] = {"q5_0", SL_QK5_0, sizeof(sl_block_q5_0), 1},
     [SL_DTYPE_Q5_1] = {"q5_1", SL_QK5_1, sizeof(sl_block_q5_1), 1},
     [SL_DTYPE_Q2_K] = {"q2_K", SL_QK_K, sizeof(sl_block_q2_K), 1},
@@ -38,6 +39,7 @@ _Static_assert(sizeof(sl_block_q4_0) == 2 + SL_QK4_0 / 2, "q4_0 block must be 18
 _Static_assert(sizeof(sl_block_q4_1) == 4 + SL_QK4_1 / 2, "q4_1 block must be 20 bytes");
 _Static_assert(sizeof(sl_block_q8_0) == 2 + SL_QK8_0, "q8_0 block must be 34 bytes");
 _Static_assert(sizeof(sl_block_q8_1) == 4 + SL_QK8_1, "q8_1 block must be 36 bytes");
+_Static_assert(sizeof(sl_block_q8_0s) == 4 + SL_QK8_0, "q8_0s block must be 36 bytes");
 _Static_assert(sizeof(sl_block_q5_0) == 22, "q5_0 block must be 22 bytes");
 _Static_assert(sizeof(sl_block_q5_1) == 24, "q5_1 block must be 24 bytes");
 _Static_assert(sizeof(sl_block_iq4_nl) == 18, "iq4_nl block must be 18 bytes");

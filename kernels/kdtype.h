@@ -27,7 +27,9 @@ typedef enum sl_dtype {
     SL_DTYPE_Q8_K = 15, /* activations only: the K-quants' products */
     SL_DTYPE_IQ4_NL = 20,
     SL_DTYPE_BF16 = 30,
-    SL_DTYPE_COUNT = 40, /* bound on ids, for tables indexed by type */
+    SL_DTYPE_Q8_0S = 40, /* ours, activations only (an id past GGML's): Q8_0 plus the exact sum of its levels,
+                          * for Q4_0/Q8_0 products on unsigned x signed integer instructions */
+    SL_DTYPE_COUNT = 48, /* bound on ids, for tables indexed by type */
 } sl_dtype;
 
 #define SL_QK4_0 32
@@ -47,6 +49,7 @@ typedef struct { sl_fp16_t d; uint8_t qs[SL_QK4_0 / 2]; } sl_block_q4_0;        
 typedef struct { sl_fp16_t d, m; uint8_t qs[SL_QK4_1 / 2]; } sl_block_q4_1;        /* x = q * d + m */
 typedef struct { sl_fp16_t d; int8_t qs[SL_QK8_0]; } sl_block_q8_0;                /* x = q * d */
 typedef struct { sl_fp16_t d, s; int8_t qs[SL_QK8_1]; } sl_block_q8_1;             /* s = d * sum(q) */
+typedef struct { sl_fp16_t d; int16_t sum; int8_t qs[SL_QK8_0]; } sl_block_q8_0s;  /* sum = sum(q), exact */
 /* Nibble order inside qs: element j (j < 16) is the low nibble of qs[j], element j + 16 the high nibble. */
 typedef struct { sl_fp16_t d; uint8_t qh[4]; uint8_t qs[SL_QK5_0 / 2]; } sl_block_q5_0; /* x = (q - 16) * d */
 typedef struct { sl_fp16_t d, m; uint8_t qh[4]; uint8_t qs[SL_QK5_1 / 2]; } sl_block_q5_1; /* x = q * d + m */

@@ -83,7 +83,7 @@ sl_status sl_backend_download(sl_backend *b, void *dst, const void *src, size_t 
 }
 
 sl_status sl_backend_upload_weight(sl_backend *b, const sl_weight *host, sl_weight *dev) {
-    if (b->iface->weights_in_host_memory || !b->iface->upload_weight) {
+    if (!b->iface->upload_weight) {
         if (!b->iface->weights_in_host_memory)
             return sl__errorf(SL_UNSUPPORTED, "backend %s cannot place weights", b->iface->name);
         *dev = *host;
@@ -93,7 +93,7 @@ sl_status sl_backend_upload_weight(sl_backend *b, const sl_weight *host, sl_weig
 }
 
 void sl_backend_weight_free(sl_backend *b, sl_weight *dev) {
-    if (!b->iface->weights_in_host_memory && b->iface->weight_free && dev->data) b->iface->weight_free(b->ctx, dev);
+    if (b->iface->weight_free && dev->data) b->iface->weight_free(b->ctx, dev);
     dev->data = NULL;
 }
 

@@ -33,7 +33,9 @@ typedef struct sl_weight {
     int type;         /* sl_dtype */
     int n_in;         /* row length */
     int n_out;        /* rows */
-    size_t row_bytes;
+    size_t row_bytes;  /* of the rows as the file stores them */
+    int packed;        /* the backend repacked it for its products (CPU: sl_k_pack_q's layout; rows are then
+                        * not row_bytes apart, get_rows unpacks) */
 } sl_weight;
 
 /* Attention over the paged KV cache for a batch of query rows (one token each). */
@@ -76,9 +78,10 @@ typedef struct sl_backend_iface {
     int weights_in_host_memory;
     /* dst = src, both device memory */
     sl_status (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
-    /* Optional (NULL where weights_in_host_memory). Places a weight read from the file (host memory) on the
-     * device: *dev describes the device copy, whose type may differ (a backend may convert, e.g. dequantize
-     * to f16 for its GEMMs). Released with weight_free. */
+    /* Optional (NULL: a host-memory backend uses the file's weights as they are). Places a weight read from
+     * the file (host memory) on the device, or repacks it: *dev describes the backend's copy, whose type may
+     * differ (a backend may convert, e.g. dequantize to f16 for its GEMMs). Released with weight_free (which
+     * leaves a weight that is the file's own alone). */
     sl_status (*upload_weight)(void *ctx, const sl_weight *host, sl_weight *dev);
     void (*weight_free)(void *ctx, sl_weight *dev);
     /* Optional: the step's index arrays, before any operation of a forward (see the top of this file). */

@@ -95,7 +95,9 @@ static void mm_task(void *arg, int ith, int nth) {
         /* 16-column units keep each thread's share a whole number of the kernels' register tiles. */
         sl_split_range(w->n_out, 16, ith, nth, &o0, &o1);
         if (o0 >= o1) continue;
-        if (t->xq)
+        if (t->xq && w->packed)
+            sl_k_matmul_qp(w->type, w->data, o0, o1, w->n_in, t->xq, t->xq_row_bytes, t->n_rows, t->ys[i], w->n_out);
+        else if (t->xq)
             sl_k_matmul_q(w->type, w->data, w->row_bytes, o0, o1, w->n_in, t->xq, t->xq_row_bytes, t->n_rows,
                           t->ys[i], w->n_out);
         else
@@ -144,13 +146,45 @@ static sl_status cpu_matmul(void *ctx, const sl_weight *w, const float *x, int n
 
 static sl_status cpu_get_rows(void *ctx, const sl_weight *w, const int32_t *ids, int n, float *out) {
     (void)ctx;
+    uint8_t *row = NULL; /* a packed weight's row back in the file's layout */
+    if (w->packed && !(row = sl__malloc(w->row_bytes))) return sl__errorf(SL_OUT_OF_MEMORY, "embedding row");
     for (int i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= w->n_out)
+        if (ids[i] < 0 || ids[i] >= w->n_out) {
+            free(row);
             return sl__errorf(SL_INVALID_ARGUMENT, "token id %d outside the vocabulary [0, %d)", ids[i], w->n_out);
-        sl_k_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)ids[i] * w->row_bytes,
-                            out + (size_t)i * w->n_in, w->n_in);
+        }
+        const uint8_t *src = (const uint8_t *)w->data + (size_t)ids[i] * w->row_bytes;
+        if (w->packed) {
+            sl_k_unpack_q_row(w->type, w->data, w->n_in, ids[i], row);
+            src = row;
+        }
+        sl_k_dequantize_row(w->type, src, out + (size_t)i * w->n_in, w->n_in);
     }
+    free(row);
     return SL_OK;
+}
+
+/* ---- weights ------------------------------------------------------------------------------------------------ */
+/* In the fast mode, Q4_0/Q4_1/Q8_0 weights are repacked once for the integer products (kcpu.h: the same bytes,
+ * 16 rows interleaved); the file's mapping is then never read again for them, so its pages stay cold. Other
+ * weights (and all in the exact mode, whose f32 products read the file's rows) are used in place. */
+static sl_status cpu_upload_weight(void *ctx, const sl_weight *host, sl_weight *dev) {
+    sl_cpu_ctx *c = ctx;
+    *dev = *host;
+    dev->packed = 0;
+    if (c->precision != SL_PRECISION_FAST || !sl_k_pack_supported(host->type)) return SL_OK;
+    size_t bytes = sl_k_packed_bytes(host->type, host->n_out, host->n_in);
+    void *p;
+    sl_status st = cpu_alloc(ctx, bytes, &p);
+    if (st != SL_OK) return st;
+    sl_k_pack_q(host->type, host->data, host->row_bytes, host->n_out, host->n_in, p);
+    dev->data = p;
+    dev->packed = 1;
+    return SL_OK;
+}
+
+static void cpu_weight_free(void *ctx, sl_weight *dev) {
+    if (dev->packed) cpu_buf_free(ctx, (void *)dev->data, sl_k_packed_bytes(dev->type, dev->n_out, dev->n_in));
 }
 
 /* ---- row operations ------------------------------------------------------------------------------------------ */
@@ -289,6 +323,8 @@ static const sl_backend_iface sl_cpu_iface = {
     .synchronize = NULL,
     .weights_in_host_memory = 1,
     .copy = cpu_copy,
+    .upload_weight = cpu_upload_weight,
+    .weight_free = cpu_weight_free,
     .matmul = cpu_matmul,
     .matmul_multi = cpu_matmul_multi,
     .get_rows = cpu_get_rows,

@@ -109,6 +109,7 @@ static void sl_dequantize_scalar(int type, const void *row, int64_t k0, int64_t 
         }
         return;
     case SL_DTYPE_Q8_1:
+    case SL_DTYPE_Q8_0S: /* the same layout: d, a 16-bit word, the levels */
         for (int64_t b = 0; b < n / 32; b++, dst += 32) {
             const sl_block_q8_1 *blk = (const sl_block_q8_1 *)row + k0 / 32 + b;
             float d = sl_fp16_to_f32(blk->d);
@@ -249,8 +250,10 @@ SL_EXACT_FP static void sl_quantize_q4_1_ref(const float *x, sl_block_q4_1 *y, i
     }
 }
 
-/* Q8_0 and Q8_1 share the rounding: d = amax / 127, q = roundf(x / d) (half away from zero). Q8_1 adds
- * s = d * sum(q), which lets a Q4_1 product account for the weights' offset m in one multiply. */
+/* Q8_0, Q8_1 and Q8_0S share the rounding: d = amax / 127, q = roundf(x / d) (half away from zero). Q8_1 adds
+ * s = d * sum(q), which lets a Q4_1 product account for the weights' offset m in one multiply; Q8_0S the exact
+ * sum(q) (|sum| <= 32 * 127 fits an int16), the correction of Q4_0's level offset 8 and of Q8_0 weights
+ * shifted to unsigned bytes. with_sum: 0 Q8_0, 1 Q8_1, 2 Q8_0S (the same layout as Q8_1). */
 SL_EXACT_FP static void sl_quantize_q8_ref(const float *x, void *dst, int64_t nb, int with_sum) {
     for (int64_t i = 0; i < nb; i++, x += 32) {
         float amax = 0.0f;
@@ -272,7 +275,8 @@ SL_EXACT_FP static void sl_quantize_q8_ref(const float *x, void *dst, int64_t nb
             qs[j] = (int8_t)roundf(x[j] * id);
             sum += qs[j];
         }
-        if (with_sum) ((sl_block_q8_1 *)dst)[i].s = sl_f32_to_fp16((float)sum * d);
+        if (with_sum == 1) ((sl_block_q8_1 *)dst)[i].s = sl_f32_to_fp16((float)sum * d);
+        if (with_sum == 2) ((sl_block_q8_0s *)dst)[i].sum = (int16_t)sum;
     }
 }
 
@@ -326,7 +330,10 @@ SL_TARGET_AVX2 static void sl_quantize_q8_avx2(const float *x, void *dst, int64_
             __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
             s4 = _mm_add_epi32(s4, _mm_unpackhi_epi64(s4, s4));
             s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 1));
-            y->s = sl__f32_to_fp16_f16c((float)_mm_cvtsi128_si32(s4) * d);
+            if (with_sum == 1)
+                y->s = sl__f32_to_fp16_f16c((float)_mm_cvtsi128_si32(s4) * d);
+            else
+                ((sl_block_q8_0s *)y)->sum = (int16_t)_mm_cvtsi128_si32(s4);
         } else {
             sl_block_q8_0 *y = (sl_block_q8_0 *)dst + i;
             y->d = sl__f32_to_fp16_f16c(d);
@@ -355,14 +362,17 @@ void sl_k_quantize_row(int type, const float *src, void *dst, int64_t n) {
     case SL_DTYPE_Q4_1: sl_quantize_q4_1_ref(src, dst, n / 32); return;
     case SL_DTYPE_Q8_0:
     case SL_DTYPE_Q8_1:
+    case SL_DTYPE_Q8_0S: {
+        const int with_sum = type == SL_DTYPE_Q8_1 ? 1 : type == SL_DTYPE_Q8_0S ? 2 : 0;
 #if SL_KCPU_X86
         if (sl__kcpu_level() >= SL_SIMD_AVX2) {
-            sl_quantize_q8_avx2(src, dst, n / 32, type == SL_DTYPE_Q8_1);
+            sl_quantize_q8_avx2(src, dst, n / 32, with_sum);
             return;
         }
 #endif
-        sl_quantize_q8_ref(src, dst, n / 32, type == SL_DTYPE_Q8_1);
+        sl_quantize_q8_ref(src, dst, n / 32, with_sum);
         return;
+    }
     default: /* the types of quant_k.c; any other is not a type we write (callers check sl_dtype_supported) */
         sl__quantize_k_row(type, src, dst, n);
         return;

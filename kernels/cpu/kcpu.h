@@ -65,9 +65,25 @@ void sl_k_matmul_f32(int wtype, const void *w, size_t w_row_bytes, int o0, int o
  * sl_k_act_type(wtype) (Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL weights, Q8_1 for Q4_1/Q5_1, Q8_K for Q2_K .. Q6_K),
  * then products run on integers. */
 int sl_k_act_type(int wtype);
-/*   XQ: [n_rows] rows of sl_dtype_row_bytes(sl_k_act_type(wtype), n_in) bytes, xq_row_bytes apart */
+/*   XQ: [n_rows] rows of sl_dtype_row_bytes(sl_k_act_type(wtype), n_in) bytes, xq_row_bytes apart.
+ * For Q4_0, Q4_1 and Q8_0 this is the scalar reference of the recipe (matmul_q.c); their fast products run
+ * on packed weights (sl_k_matmul_qp). The other types compute here at full speed. */
 void sl_k_matmul_q(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
                    const void *xq, size_t xq_row_bytes, int n_rows, float *y, int ldy);
+
+/* Packed weights (Q4_0, Q4_1, Q8_0): groups of SL_QP_GROUP output rows interleaved block by block (layout in
+ * matmul_q.c), made once at load; the same number of bytes as the GGUF rows, padded to whole groups. */
+#define SL_QP_GROUP 16
+int sl_k_pack_supported(int wtype);
+/* Bytes of the packed form of an [n_out][n_in] weight (0 for an unsupported type or shape). */
+size_t sl_k_packed_bytes(int wtype, int n_out, int n_in);
+/* packed = w ([n_out] GGUF rows, w_row_bytes apart) in the packed layout. */
+void sl_k_pack_q(int wtype, const void *w, size_t w_row_bytes, int n_out, int n_in, void *packed);
+/* GGUF row `row` of a packed weight back into out (sl_dtype_row_bytes(wtype, n_in) bytes). */
+void sl_k_unpack_q_row(int wtype, const void *packed, int n_in, int row, void *out);
+/* sl_k_matmul_q on packed weights: o0 a multiple of SL_QP_GROUP (any o1 <= n_out). */
+void sl_k_matmul_qp(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq, size_t xq_row_bytes,
+                    int n_rows, float *y, int ldy);
 
 /* ---- element-wise and row operations -------------------------------------------------------------- */
 /* y = x / sqrt(mean(x²) + eps) * w, for one row of n (y may alias x). */

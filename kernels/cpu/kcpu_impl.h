@@ -14,9 +14,9 @@
  *     acc = fma(a_k, b_k, acc); lanes fold as 16 -> 8 -> 4 -> 2 -> 1 by adding the upper half onto the lower
  *     (sl__fold16); the last n % 16 terms follow one by one with fma onto the folded sum.
  *   canonical sum (the sums of exps in softmax and attention, sl__exp_sum): the same with adds.
- *   quantized dot (matmul_q): per 32-block the 8 exact int32 sums of elements 4j..4j+3 (j = 0..7) go into
- *     8 lane accumulators, acc_j = fma(d_w * d_x, (float)isum_j, acc_j); lanes fold 8 -> 1 (sl__fold8);
- *     Q4_1 adds a separate chain ms = fma(m_w, s_x, ms) over blocks, and the result is fold8 + ms.
+ *   quantized dot (matmul_q, Q4_0/Q4_1/Q8_0): per 32-block the exact int32 sum of its products isum_b, then
+ *     acc = fma(d_w * d_x, (float)isum_b, acc), one chain over blocks; Q4_1 adds a separate chain
+ *     ms = fma(m_w, s_x, ms), and the result is acc + ms. (The K family's recipes are in matmul_k.c.)
  *   exp (sl__exp_canon): Cephes' range reduction and degree-6 polynomial in fma form, 2^n applied as two
  *     exact power-of-two multiplies (so results down to the subnormal range need no special case).
  *
@@ -239,6 +239,9 @@ SL_TARGET_AVX2 SL_INLINE float sl__fold16_avx2(__m256 lo, __m256 hi) {
 /* Dequantizes elements [k0, k1) of one row (k0, k1 multiples of the block for quantized types). */
 void sl__dequantize_range(int type, const void *row, int64_t k0, int64_t k1, float *dst);
 
+/* Bytes of one packed block of a group (matmul_q.c). */
+size_t sl__qp_block_bytes(int wtype);
+
 /* ---- K-quants, Q5_0/Q5_1, IQ4_NL (quant_k.c, matmul_k.c, matmul_k_x86.c) -------------------------------- */
 
 extern const int8_t sl__iq4nl_values[16]; /* IQ4_NL's levels */
@@ -259,12 +262,17 @@ void sl__dequantize_k_range(int type, const void *row, int64_t k0, int64_t k1, f
 int sl__quantize_k_row(int type, const float *src, void *dst, int64_t n);
 /* 1 for the weight types whose products matmul_k.c computes (Q5_0, Q5_1, IQ4_NL, Q2_K .. Q6_K). */
 int sl__matmul_k_handles(int wtype);
-/* sl_k_matmul_q for those types: dispatcher (matmul_k.c) and the AVX2 variant (matmul_k_x86.c). */
+/* sl_k_matmul_q for those types: dispatcher (matmul_k.c) and the x86 variants (matmul_k_x86.c: maddubs,
+ * AVX-VNNI, AVX512-VNNI). */
 void sl__matmul_k(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
                   size_t xq_row_bytes, int n_rows, float *y, int ldy);
 #if SL_KCPU_X86
 void sl__matmul_k_avx2(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
                        size_t xq_row_bytes, int n_rows, float *y, int ldy);
+void sl__matmul_k_avxvnni(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
+                          size_t xq_row_bytes, int n_rows, float *y, int ldy);
+void sl__matmul_k_avx512vnni(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
+                             const void *xq, size_t xq_row_bytes, int n_rows, float *y, int ldy);
 /* sl__dequantize_k_range on AVX2, the same bits; returns 0 (and does nothing) for types it leaves to it. */
 int sl__dequantize_k_avx2(int type, const void *row, int64_t k0, int64_t k1, float *dst);
 #endif
@@ -276,13 +284,13 @@ float sl__exp_sum(float *x, int n, float max);
 
 /* ---- per-instruction-set entry points --------------------------------------------------------------- */
 #if SL_KCPU_X86
-/* matmul_q_x86.c: the whole sl_k_matmul_q for one variant (maddubs, AVX-VNNI, AVX512-VNNI). */
-void sl__matmul_q_avx2(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
-                       size_t xq_row_bytes, int n_rows, float *y, int ldy);
-void sl__matmul_q_avxvnni(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
-                          const void *xq, size_t xq_row_bytes, int n_rows, float *y, int ldy);
-void sl__matmul_q_avx512vnni(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
-                             const void *xq, size_t xq_row_bytes, int n_rows, float *y, int ldy);
+/* matmul_q_x86.c: the whole sl_k_matmul_qp for one variant (maddubs, AVX-VNNI, AVX512-VNNI). */
+void sl__matmul_qp_avx2(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq,
+                        size_t xq_row_bytes, int n_rows, float *y, int ldy);
+void sl__matmul_qp_avxvnni(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq,
+                           size_t xq_row_bytes, int n_rows, float *y, int ldy);
+void sl__matmul_qp_avx512vnni(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq,
+                              size_t xq_row_bytes, int n_rows, float *y, int ldy);
 #endif
 
 /* Register-tile kernels of the f32 product (matmul_f32.c, matmul_f32_x86.c): accumulate the 16 canonical

@@ -1,23 +1,31 @@
 /*
- * matmul_q.c — fast-mode matrix products: quantized weights times quantized activations, on integers.
+ * matmul_q.c — fast-mode matrix products of Q4_0, Q4_1 and Q8_0 weights: quantized weights times quantized
+ * activations, on integers.
  *
- * Like llama.cpp's ggml_vec_dot_q4_0_q8_0 / q4_1_q8_1 / q8_0_q8_0, each 32-element block contributes an
- * exact integer dot product scaled by the two blocks' fp16 scales, accumulated in float. Q4_1 blocks carry
- * an offset m, which meets the activation block's precomputed s = d * sum(q) in one extra multiply-add per
- * block, so activations for Q4_1 weights are Q8_1.
+ * Recipe (the one order of float operations every path follows, kcpu_impl.h): per (row, output) and per
+ * 32-element block b in order, isum_b = the exact int32 sum of w_i * x_i over the block (w the weight's signed
+ * level: q - 8 for Q4_0, q for Q4_1, q for Q8_0; x the activation's int8 level), then
+ *     acc = fma(d_w * d_x, (float)isum_b, acc)          (isum_b is exact in float: |isum_b| < 2^24)
+ * and for Q4_1 a second chain ms = fma(m_w, s_x, ms) with the activation block's s = d_x * sum(x) (Q8_1), the
+ * result being acc + ms; otherwise acc. One chain per pair and one float multiply-add per block: the integer
+ * units do the rest, which is what makes batched steps fast.
  *
- * The order of the float accumulation is the canonical one of kcpu_impl.h (8 lanes per block, each the
- * exact int32 sum of 4 consecutive products; Q4_1's offset terms in their own chain), so this scalar code
- * and the SIMD variants in matmul_q_x86.c give identical bits, whatever the tile a (row, output) pair fell
- * into. This file holds the scalar reference and the dispatcher; the types added later (Q5_0, Q5_1, IQ4_NL,
- * the K-quants) have theirs in matmul_k.c.
+ * Weights run from the packed layout (sl_k_pack_q, below), made once at load: 16 output rows interleaved per
+ * block, so one 512-bit vpdpbusd multiplies 4 consecutive elements of 16 outputs by 4 activation bytes
+ * broadcast, and 8 of them give 16 outputs' exact block sums in 16 lanes. Activations are Q8_1 for Q4_1
+ * weights and Q8_0S (Q8_0 with the exact sum of its levels) for Q4_0 and Q8_0, whose products run on
+ * unsigned x signed bytes and subtract 8 * sum(x) (Q4_0's offset) or 128 * sum(x) (Q8_0 shifted to unsigned).
+ *
+ * sl_k_matmul_q on rows as GGUF stores them computes the same recipe in scalar code: the reference the tests
+ * compare the packed paths against (production runs the packed ones). The types added later (Q5_0, Q5_1,
+ * IQ4_NL, the K-quants) have their own products and recipes in matmul_k.c.
  */
 #include "kcpu_impl.h"
 
 int sl_k_act_type(int wtype) {
     switch (wtype) {
     case SL_DTYPE_Q4_0:
-    case SL_DTYPE_Q8_0: return SL_DTYPE_Q8_0;
+    case SL_DTYPE_Q8_0: return SL_DTYPE_Q8_0S;
     case SL_DTYPE_Q4_1: return SL_DTYPE_Q8_1;
     case SL_DTYPE_Q5_0:
     case SL_DTYPE_IQ4_NL: return SL_DTYPE_Q8_0;
@@ -31,54 +39,56 @@ int sl_k_act_type(int wtype) {
     }
 }
 
-/* One (row, output) pair: weight row w and activation row x of nb blocks each. */
-static float sl_qdot_scalar(int wtype, const void *w, const void *x, int nb) {
-    float acc[8] = {0}, ms = 0.0f;
-    for (int b = 0; b < nb; b++) {
-        int8_t wq[32]; /* the block's weights as signed integers, element order */
-        const int8_t *xq;
-        float dw, dx;
-        if (wtype == SL_DTYPE_Q8_0) {
-            const sl_block_q8_0 *wb = (const sl_block_q8_0 *)w + b;
-            memcpy(wq, wb->qs, 32);
-            dw = sl_fp16_to_f32(wb->d);
-        } else {
-            const uint8_t *qs;
-            int zero; /* the level that means 0: Q4_0 is centred on 8, Q4_1 has an offset m instead */
-            if (wtype == SL_DTYPE_Q4_0) {
-                const sl_block_q4_0 *wb = (const sl_block_q4_0 *)w + b;
-                qs = wb->qs;
-                dw = sl_fp16_to_f32(wb->d);
-                zero = 8;
-            } else {
-                const sl_block_q4_1 *wb = (const sl_block_q4_1 *)w + b;
-                qs = wb->qs;
-                dw = sl_fp16_to_f32(wb->d);
-                zero = 0;
-            }
-            for (int j = 0; j < 16; j++) {
-                wq[j] = (int8_t)((qs[j] & 0x0f) - zero);
-                wq[j + 16] = (int8_t)((qs[j] >> 4) - zero);
-            }
-        }
-        if (wtype == SL_DTYPE_Q4_1) {
-            const sl_block_q8_1 *xb = (const sl_block_q8_1 *)x + b;
-            xq = xb->qs;
-            dx = sl_fp16_to_f32(xb->d);
-            ms = fmaf(sl_fp16_to_f32(((const sl_block_q4_1 *)w)[b].m), sl_fp16_to_f32(xb->s), ms);
-        } else {
-            const sl_block_q8_0 *xb = (const sl_block_q8_0 *)x + b;
-            xq = xb->qs;
-            dx = sl_fp16_to_f32(xb->d);
-        }
-        const float dd = dw * dx;
-        for (int j = 0; j < 8; j++) {
-            int32_t isum = 0;
-            for (int i = 4 * j; i < 4 * j + 4; i++) isum += wq[i] * xq[i];
-            acc[j] = fmaf(dd, (float)isum, acc[j]);
-        }
+/* The signed levels of block b of a GGUF weight row, element order; returns d_w (and *m_w for Q4_1). */
+static float sl_q_levels(int wtype, const uint8_t *w, int b, int8_t wq[32], float *m_w) {
+    if (wtype == SL_DTYPE_Q8_0) {
+        const sl_block_q8_0 *wb = (const sl_block_q8_0 *)w + b;
+        memcpy(wq, wb->qs, 32);
+        return sl_fp16_to_f32(wb->d);
     }
-    return wtype == SL_DTYPE_Q4_1 ? sl__fold8(acc) + ms : sl__fold8(acc);
+    const uint8_t *qs;
+    int zero; /* the level that means 0: Q4_0 is centred on 8, Q4_1 has an offset m instead */
+    float d;
+    if (wtype == SL_DTYPE_Q4_0) {
+        const sl_block_q4_0 *wb = (const sl_block_q4_0 *)w + b;
+        qs = wb->qs;
+        d = sl_fp16_to_f32(wb->d);
+        zero = 8;
+    } else {
+        const sl_block_q4_1 *wb = (const sl_block_q4_1 *)w + b;
+        qs = wb->qs;
+        d = sl_fp16_to_f32(wb->d);
+        *m_w = sl_fp16_to_f32(wb->m);
+        zero = 0;
+    }
+    for (int j = 0; j < 16; j++) {
+        wq[j] = (int8_t)((qs[j] & 0x0f) - zero);
+        wq[j + 16] = (int8_t)((qs[j] >> 4) - zero);
+    }
+    return d;
+}
+
+/* One block of the recipe: the levels wq and scales of a weight block against activation block xb. */
+static inline void sl_q_step(int wtype, float dw, float m_w, const int8_t wq[32], const uint8_t *x, int b,
+                             float *acc, float *ms) {
+    /* Q8_1 and Q8_0S share the layout: d, a 16-bit word (s or the sum), the levels */
+    const sl_block_q8_1 *xb = (const sl_block_q8_1 *)x + b;
+    int32_t isum = 0;
+    for (int i = 0; i < 32; i++) isum += wq[i] * xb->qs[i];
+    *acc = fmaf(dw * sl_fp16_to_f32(xb->d), (float)isum, *acc);
+    if (wtype == SL_DTYPE_Q4_1) *ms = fmaf(m_w, sl_fp16_to_f32(xb->s), *ms);
+}
+
+/* One (row, output) pair by the recipe: GGUF weight row w, activation row x of nb blocks each. */
+static float sl_qdot_scalar(int wtype, const uint8_t *w, const uint8_t *x, int nb) {
+    float acc = 0.0f, ms = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        int8_t wq[32];
+        float m_w = 0.0f;
+        const float dw = sl_q_levels(wtype, w, b, wq, &m_w);
+        sl_q_step(wtype, dw, m_w, wq, x, b, &acc, &ms);
+    }
+    return wtype == SL_DTYPE_Q4_1 ? acc + ms : acc;
 }
 
 static void sl_matmul_q_scalar(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in,
@@ -90,6 +100,116 @@ static void sl_matmul_q_scalar(int wtype, const void *w, size_t w_row_bytes, int
     }
 }
 
+/* ---- the packed layout ------------------------------------------------------------------------------------- */
+/* Per group of 16 output rows (the last one padded with zero rows) and per block b, sl__qp_block_bytes bytes:
+ *   d[16]  fp16, the rows' block scales                                  (32 bytes)
+ *   m[16]  fp16, the rows' block offsets (Q4_1 only)                     (32 bytes)
+ *   quants: Q4: 4 chunks of 64 bytes; chunk i holds, for row l = 0..15, the 4 bytes qs[4i .. 4i+3] of the
+ *           row's block: their low nibbles are elements 4i..4i+3, their high nibbles elements 16+4i..16+4i+3
+ *           (so masking a chunk gives step i and shifting it step i + 4 of the block's 8 steps);
+ *           Q8_0: 8 chunks of 64 bytes; chunk k holds row l's elements 4k..4k+3 at bytes 4l..4l+3.
+ * Groups follow each other, each nb blocks long: the same bytes as the GGUF rows (16 x 18, 16 x 20, 16 x 34). */
+int sl_k_pack_supported(int wtype) {
+    return wtype == SL_DTYPE_Q4_0 || wtype == SL_DTYPE_Q4_1 || wtype == SL_DTYPE_Q8_0;
+}
+
+size_t sl__qp_block_bytes(int wtype) {
+    return 32 + (wtype == SL_DTYPE_Q4_1 ? 32 : 0) + (wtype == SL_DTYPE_Q8_0 ? 512 : 256);
+}
+
+size_t sl_k_packed_bytes(int wtype, int n_out, int n_in) {
+    if (!sl_k_pack_supported(wtype) || n_out <= 0 || n_in <= 0 || n_in % 32) return 0;
+    return (size_t)((n_out + SL_QP_GROUP - 1) / SL_QP_GROUP) * (size_t)(n_in / 32) * sl__qp_block_bytes(wtype);
+}
+
+void sl_k_pack_q(int wtype, const void *w, size_t w_row_bytes, int n_out, int n_in, void *packed) {
+    const int nb = n_in / 32, n_groups = (n_out + SL_QP_GROUP - 1) / SL_QP_GROUP;
+    const size_t gbs = sl__qp_block_bytes(wtype), wbs = sl_dtype_block_bytes(wtype);
+    const size_t qo = wtype == SL_DTYPE_Q4_1 ? 64 : 32; /* where the quants start in a packed block */
+    const size_t so = wtype == SL_DTYPE_Q4_1 ? 4 : 2;   /* where they start in a GGUF block */
+    const int chunks = wtype == SL_DTYPE_Q8_0 ? 8 : 4;
+    uint8_t *out = packed;
+    memset(out, 0, sl_k_packed_bytes(wtype, n_out, n_in));
+    for (int g = 0; g < n_groups; g++)
+        for (int b = 0; b < nb; b++) {
+            uint8_t *pb = out + ((size_t)g * nb + b) * gbs;
+            for (int l = 0; l < SL_QP_GROUP && g * SL_QP_GROUP + l < n_out; l++) {
+                const uint8_t *blk = (const uint8_t *)w + (size_t)(g * SL_QP_GROUP + l) * w_row_bytes + b * wbs;
+                memcpy(pb + 2 * l, blk, 2);                                   /* d */
+                if (wtype == SL_DTYPE_Q4_1) memcpy(pb + 32 + 2 * l, blk + 2, 2); /* m */
+                for (int i = 0; i < chunks; i++) memcpy(pb + qo + 64 * i + 4 * l, blk + so + 4 * i, 4);
+            }
+        }
+}
+
+void sl_k_unpack_q_row(int wtype, const void *packed, int n_in, int row, void *out) {
+    const int nb = n_in / 32, g = row / SL_QP_GROUP, l = row % SL_QP_GROUP;
+    const size_t gbs = sl__qp_block_bytes(wtype), wbs = sl_dtype_block_bytes(wtype);
+    const size_t qo = wtype == SL_DTYPE_Q4_1 ? 64 : 32, so = wtype == SL_DTYPE_Q4_1 ? 4 : 2;
+    const int chunks = wtype == SL_DTYPE_Q8_0 ? 8 : 4;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *pb = (const uint8_t *)packed + ((size_t)g * nb + b) * gbs;
+        uint8_t *blk = (uint8_t *)out + b * wbs;
+        memcpy(blk, pb + 2 * l, 2);
+        if (wtype == SL_DTYPE_Q4_1) memcpy(blk + 2, pb + 32 + 2 * l, 2);
+        for (int i = 0; i < chunks; i++) memcpy(blk + so + 4 * i, pb + qo + 64 * i + 4 * l, 4);
+    }
+}
+
+/* The packed product in scalar code, by the recipe (other architectures, and SLUICE_SIMD=scalar). */
+static void sl_matmul_qp_scalar(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq,
+                                size_t xq_row_bytes, int n_rows, float *y, int ldy) {
+    const int nb = n_in / 32, chunks = wtype == SL_DTYPE_Q8_0 ? 8 : 4, zero = wtype == SL_DTYPE_Q4_0 ? 8 : 0;
+    const size_t gbs = sl__qp_block_bytes(wtype), qo = wtype == SL_DTYPE_Q4_1 ? 64 : 32;
+    for (int o = o0; o < o1; o++) {
+        const int l = o % SL_QP_GROUP;
+        const uint8_t *gp = (const uint8_t *)packed + (size_t)(o / SL_QP_GROUP) * nb * gbs;
+        for (int r = 0; r < n_rows; r++) {
+            const uint8_t *x = (const uint8_t *)xq + (size_t)r * xq_row_bytes;
+            float acc = 0.0f, ms = 0.0f;
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *pb = gp + (size_t)b * gbs;
+                int8_t wq[32];
+                for (int i = 0; i < chunks; i++)
+                    for (int t = 0; t < 4; t++) {
+                        const uint8_t q = pb[qo + 64 * i + 4 * l + t];
+                        if (wtype == SL_DTYPE_Q8_0) {
+                            wq[4 * i + t] = (int8_t)q;
+                        } else {
+                            wq[4 * i + t] = (int8_t)((q & 0x0f) - zero);
+                            wq[16 + 4 * i + t] = (int8_t)((q >> 4) - zero);
+                        }
+                    }
+                sl_fp16_t d, m = 0;
+                memcpy(&d, pb + 2 * l, 2);
+                if (wtype == SL_DTYPE_Q4_1) memcpy(&m, pb + 32 + 2 * l, 2);
+                sl_q_step(wtype, sl_fp16_to_f32(d), sl_fp16_to_f32(m), wq, x, b, &acc, &ms);
+            }
+            y[(size_t)r * ldy + o] = wtype == SL_DTYPE_Q4_1 ? acc + ms : acc;
+        }
+    }
+}
+
+void sl_k_matmul_qp(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq, size_t xq_row_bytes,
+                    int n_rows, float *y, int ldy) {
+    if (!sl_k_pack_supported(wtype) || o0 >= o1 || n_rows <= 0 || n_in <= 0) return;
+#if SL_KCPU_X86
+    sl_simd_level level = sl__kcpu_level();
+    if (level == SL_SIMD_AVX512 && sl__kcpu_use_vnni512()) {
+        sl__matmul_qp_avx512vnni(wtype, packed, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+        return;
+    }
+    if (level >= SL_SIMD_AVX2) {
+        if (sl__kcpu_use_avxvnni())
+            sl__matmul_qp_avxvnni(wtype, packed, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+        else
+            sl__matmul_qp_avx2(wtype, packed, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+        return;
+    }
+#endif
+    sl_matmul_qp_scalar(wtype, packed, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+}
+
 void sl_k_matmul_q(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
                    size_t xq_row_bytes, int n_rows, float *y, int ldy) {
     if (sl_k_act_type(wtype) < 0 || o0 >= o1 || n_rows <= 0 || n_in <= 0) return;
@@ -97,19 +217,5 @@ void sl_k_matmul_q(int wtype, const void *w, size_t w_row_bytes, int o0, int o1,
         sl__matmul_k(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
         return;
     }
-#if SL_KCPU_X86
-    sl_simd_level level = sl__kcpu_level();
-    if (level == SL_SIMD_AVX512 && sl__kcpu_use_vnni512()) {
-        sl__matmul_q_avx512vnni(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
-        return;
-    }
-    if (level >= SL_SIMD_AVX2) { /* AVX-512 without VNNI gains little over AVX2 here: same integer lanes */
-        if (sl__kcpu_use_avxvnni())
-            sl__matmul_q_avxvnni(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
-        else
-            sl__matmul_q_avx2(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
-        return;
-    }
-#endif
     sl_matmul_q_scalar(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
 }

@@ -1,10 +1,10 @@
 /*
- * matmul_q_x86.c — the x86 variants of sl_k_matmul_q, instantiated from the template matmul_q_x86.h:
- *   avx2       pmaddubsw + pmaddwd, 2 x 4 register tile (16 ymm registers)
+ * matmul_q_x86.c — the x86 variants of sl_k_matmul_qp, instantiated from the template matmul_q_x86.h:
+ *   avx2       pmaddubsw + pmaddwd on ymm: half a packed group (8 outputs) per vector, tiles of up to 4 rows
  *   avxvnni    the same with AVX-VNNI's vpdpbusd (VEX; Alder Lake and later parts without AVX-512)
- *   avx512vnni vpdpbusd on ymm with EVEX, 4 x 4 tile (32 registers). The lanes stay 256 bits wide so the
- *              canonical 8-lane order (kcpu_impl.h) holds without a cross-lane shuffle per block.
- * All three give bit-identical results (the integer lanes are exact, the float work is the same).
+ *   avx512vnni vpdpbusd on zmm: a whole group (16 outputs) per vector, tiles of up to 8 rows (32 registers:
+ *              accumulator, offset chain and integer sums per row)
+ * All three give bit-identical results (the integer sums are exact, the float work per lane is the recipe's).
  */
 #include "kcpu_impl.h"
 
@@ -23,31 +23,37 @@
 SL_TARGET_PUSH("avx2,fma,f16c")
 #define MQ(name) name##_avx2
 #define MQ_VNNI 0
-#define MQ_RT 2
-#include "matmul_q_x86.h"
-#undef MQ
-#undef MQ_VNNI
-#undef MQ_RT
-SL_TARGET_POP
-
-SL_TARGET_PUSH("avx2,fma,f16c,avxvnni")
-#define MQ(name) name##_avxvnni
-#define MQ_VNNI 1
-#define MQ_RT 2
-#include "matmul_q_x86.h"
-#undef MQ
-#undef MQ_VNNI
-#undef MQ_RT
-SL_TARGET_POP
-
-SL_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
-#define MQ(name) name##_avx512vnni
-#define MQ_VNNI 2
+#define MQ_W 8
 #define MQ_RT 4
 #include "matmul_q_x86.h"
 #undef MQ
 #undef MQ_VNNI
 #undef MQ_RT
+#undef MQ_W
+SL_TARGET_POP
+
+SL_TARGET_PUSH("avx2,fma,f16c,avxvnni")
+#define MQ(name) name##_avxvnni
+#define MQ_VNNI 1
+#define MQ_W 8
+#define MQ_RT 4
+#include "matmul_q_x86.h"
+#undef MQ
+#undef MQ_VNNI
+#undef MQ_RT
+#undef MQ_W
+SL_TARGET_POP
+
+SL_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#define MQ(name) name##_avx512vnni
+#define MQ_VNNI 2
+#define MQ_W 16
+#define MQ_RT 8
+#include "matmul_q_x86.h"
+#undef MQ
+#undef MQ_VNNI
+#undef MQ_RT
+#undef MQ_W
 SL_TARGET_POP
 
 #else

@@ -1,27 +1,27 @@
 /*
- * matmul_q_x86.h — template of the x86 quantized matmul; matmul_q_x86.c includes it once per variant,
- * inside a target region, after defining:
+ * matmul_q_x86.h — template of the x86 packed quantized product (sl_k_matmul_qp, layout and recipe in
+ * matmul_q.c); matmul_q_x86.c includes it once per variant, inside a target region, after defining:
  *   MQ(name)  the variant's suffix for every name defined here
  *   MQ_VNNI   0: pmaddubsw + pmaddwd (AVX2); 1: vpdpbusd, VEX (AVX-VNNI); 2: vpdpbusd, EVEX (AVX512-VNNI)
- *   MQ_RT     rows of the multi-row register tile (16 registers hold 2 rows x 4 outputs, 32 hold 4 x 4)
+ *   MQ_W      output lanes per vector: 16 (zmm, a whole packed group) or 8 (ymm, half a group)
+ *   MQ_RT     rows of the largest register tile
  *
- * Register tile: R activation rows x C weight rows (C = 4, or 1 for the last outputs of a range). Per block,
- * each weight block is unpacked once and used for R rows, each activation block loaded once per output.
- * One 8-lane int32 vector per (row, output) and block holds the exact sums of 4 consecutive products, so the
- * float work per pair is the canonical one (kcpu_impl.h) whatever R and C are: batch invariance, and bits
- * equal to the scalar reference.
+ * Register tile: R activation rows x MQ_W outputs, one accumulator vector per row (plus Q4_1's offset chain
+ * and the block's integer sums: 3 vectors per row). Per block, each 64-byte chunk of packed quants is loaded
+ * once (nibbles split once) and used for the R rows; each row's 4 activation bytes of a step are one
+ * broadcast load. Eight vpdpbusd per (row, block) leave the block's exact sums of 16 outputs in 16 lanes, then
+ * one conversion, one multiply (d_w * d_x) and one fma per row finish the block: the recipe of matmul_q.c,
+ * lane by lane, so every variant gives the scalar reference's bits whatever the tile.
  *
- * Integer tricks (all give the same exact lanes):
- *   Q4_1: nibbles are unsigned already: u8 x s8 directly.
- *   Q4_0: sum (q - 8) x = sum q x - 8 sum x; the -8 sum x lanes are computed once per activation block and
- *         used as the accumulator start of the product.
- *   Q8_0: signed x signed. With pmaddubsw: |w| x (x with w's sign) (no saturation: 2 * 128 * 127 < 2^15).
- *         With vpdpbusd (no saturation at all): (w + 128) x - 128 sum x, w + 128 being w with its top bit
- *         flipped.
+ * Integer tricks (all exact):
+ *   Q4_1: nibbles are unsigned levels already: u8 x s8 directly.
+ *   Q4_0: sum (q - 8) x = sum q x - 8 sum x; the block's sum x comes with the Q8_0S activations, so -8 sum x
+ *         starts the accumulator.
+ *   Q8_0: vpdpbusd: (w + 128) x - 128 sum x, w + 128 being w with its top bit flipped; pmaddubsw (unsigned x
+ *         signed, pairs saturating at 2^15): |w| x (x with w's sign), 2 * 128 * 127 < 2^15.
  */
 
-#define MQ_CT 4       /* outputs per full tile */
-#define MQ_PF_TILES 4 /* prefetch distance, in tiles: ~250 ns of 1-row work at the model's shapes, > DRAM latency */
+#define MQ_XBS 36 /* bytes of an activation block: Q8_1 and Q8_0S alike */
 
 static inline uint32_t MQ(ld32)(const uint8_t *p) {
     uint32_t v;
@@ -35,9 +35,51 @@ static inline uint16_t MQ(ld16)(const uint8_t *p) {
     return v;
 }
 
-/* acc + lanes j: sum over i in 4j..4j+3 of u[i] * s[i] (u unsigned bytes, s signed). */
-SL_INLINE __m256i MQ(dpbusd)(__m256i acc, __m256i u, __m256i s) {
-#if MQ_VNNI == 2
+SL_INLINE float MQ(h2f)(const uint8_t *p) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(MQ(ld16)(p)))); }
+
+#if MQ_W == 16
+typedef __m512i MQ(vi);
+typedef __m512 MQ(vf);
+#define MQ_LOADQ(p) _mm512_loadu_si512((const void *)(p))
+#define MQ_AND(a, b) _mm512_and_si512(a, b)
+#define MQ_XOR(a, b) _mm512_xor_si512(a, b)
+#define MQ_SRL4(a) _mm512_srli_epi16(a, 4)
+#define MQ_SET8(c) _mm512_set1_epi8((char)(c))
+#define MQ_SET32(c) _mm512_set1_epi32(c)
+#define MQ_ZEROI() _mm512_setzero_si512()
+#define MQ_CVT(a) _mm512_cvtepi32_ps(a)
+#define MQ_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define MQ_MUL(a, b) _mm512_mul_ps(a, b)
+#define MQ_ADDF(a, b) _mm512_add_ps(a, b)
+#define MQ_SETF(f) _mm512_set1_ps(f)
+#define MQ_ZEROF() _mm512_setzero_ps()
+#define MQ_PH(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define MQ_STOREF(p, v) _mm512_storeu_ps(p, v)
+#else
+typedef __m256i MQ(vi);
+typedef __m256 MQ(vf);
+#define MQ_LOADQ(p) _mm256_loadu_si256((const __m256i *)(p))
+#define MQ_AND(a, b) _mm256_and_si256(a, b)
+#define MQ_XOR(a, b) _mm256_xor_si256(a, b)
+#define MQ_SRL4(a) _mm256_srli_epi16(a, 4)
+#define MQ_SET8(c) _mm256_set1_epi8((char)(c))
+#define MQ_SET32(c) _mm256_set1_epi32(c)
+#define MQ_ZEROI() _mm256_setzero_si256()
+#define MQ_CVT(a) _mm256_cvtepi32_ps(a)
+#define MQ_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define MQ_MUL(a, b) _mm256_mul_ps(a, b)
+#define MQ_ADDF(a, b) _mm256_add_ps(a, b)
+#define MQ_SETF(f) _mm256_set1_ps(f)
+#define MQ_ZEROF() _mm256_setzero_ps()
+#define MQ_PH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define MQ_STOREF(p, v) _mm256_storeu_ps(p, v)
+#endif
+
+/* acc + lanes l: sum over t < 4 of u[4l + t] * s[4l + t] (u unsigned bytes, s signed; exact) */
+SL_INLINE MQ(vi) MQ(dp)(MQ(vi) acc, MQ(vi) u, MQ(vi) s) {
+#if MQ_VNNI == 2 && MQ_W == 16
+    return _mm512_dpbusd_epi32(acc, u, s);
+#elif MQ_VNNI == 2
     return _mm256_dpbusd_epi32(acc, u, s);
 #elif MQ_VNNI == 1
     return _mm256_dpbusd_avx_epi32(acc, u, s);
@@ -46,170 +88,136 @@ SL_INLINE __m256i MQ(dpbusd)(__m256i acc, __m256i u, __m256i s) {
 #endif
 }
 
-/* Canonical 8 -> 1 fold (sl__fold8). */
-SL_INLINE float MQ(fold8)(__m256 v) {
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
-
-SL_INLINE void MQ(tile)(const int wtype, const int R, const int C, const uint8_t *const *wr,
-                        const uint8_t *const *xr, int nb, float *y, int ldy) {
-    /* block sizes and where the quants start inside a block */
-    const size_t wbs = wtype == SL_DTYPE_Q4_0 ? sizeof(sl_block_q4_0)
-                       : wtype == SL_DTYPE_Q4_1 ? sizeof(sl_block_q4_1)
-                                                : sizeof(sl_block_q8_0);
-    const size_t wqo = wtype == SL_DTYPE_Q4_1 ? 4 : 2;
-    const size_t xbs = wtype == SL_DTYPE_Q4_1 ? sizeof(sl_block_q8_1) : sizeof(sl_block_q8_0);
-    const size_t xqo = wtype == SL_DTYPE_Q4_1 ? 4 : 2;
-
-    __m256 acc[MQ_RT][MQ_CT]; /* lanes j of (r, c), canonical order */
-    __m256 ms[MQ_RT];         /* Q4_1: lane 2c + 1 is the m * s chain of (r, c); other lanes unused */
+/* R rows x MQ_W outputs of one packed group: gp is the group's first block, h the half (MQ_W = 8) or 0.
+ * Writes out[r][0 .. nvalid) at y + r * ldy. pf: the same blocks of a group further on, to prefetch (or NULL). */
+SL_INLINE void MQ(tile)(const int wtype, const int R, const uint8_t *gp, int h, const uint8_t *const *xr, int nb,
+                        float *y, int ldy, int nvalid, const uint8_t *pf) {
+    const size_t gbs = wtype == SL_DTYPE_Q4_1 ? 320 : wtype == SL_DTYPE_Q4_0 ? 288 : 544; /* sl__qp_block_bytes */
+    const size_t qo = (wtype == SL_DTYPE_Q4_1 ? 64 : 32) + (size_t)h * 32; /* this half's quants in a chunk */
+    const size_t so = (size_t)h * 16;                                      /* this half's scales */
+    MQ(vf) acc[MQ_RT], ms[MQ_RT];
     SL_UNROLL
-    for (int r = 0; r < R; r++) {
-        ms[r] = _mm256_setzero_ps();
-        SL_UNROLL
-        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
-    }
+    for (int r = 0; r < R; r++) acc[r] = ms[r] = MQ_ZEROF();
 
     for (int b = 0; b < nb; b++) {
-        /* Weight scales as floats: Q4_1 [d0 m0 d1 m1 d2 m2 d3 m3], others [d0 d1 d2 d3 . . . .]. */
-        __m256 wsc;
-        if (wtype == SL_DTYPE_Q4_1) {
-            uint32_t dm[MQ_CT] = {0};
-            SL_UNROLL
-            for (int c = 0; c < C; c++) dm[c] = MQ(ld32)(wr[c] + b * wbs);
-            wsc = _mm256_cvtph_ps(_mm_setr_epi32((int)dm[0], (int)dm[1], (int)dm[2], (int)dm[3]));
-        } else {
-            uint16_t d[MQ_CT] = {0};
-            SL_UNROLL
-            for (int c = 0; c < C; c++) d[c] = MQ(ld16)(wr[c] + b * wbs);
-            wsc = _mm256_cvtph_ps(_mm_setr_epi16((short)d[0], (short)d[1], (short)d[2], (short)d[3], 0, 0, 0, 0));
-        }
-
-        __m256 dd[MQ_RT];   /* lane of output c (2c for Q4_1, c otherwise): d_w * d_x */
-        __m256i off[MQ_RT]; /* Q4_0 / Q8_0 (VNNI): accumulator start, -8 or -128 times sums of 4 x */
+        const uint8_t *pb = gp + (size_t)b * gbs;
+        if (pf)
+            for (size_t at = 0; at < gbs; at += 64) _mm_prefetch((const char *)(pf + (size_t)b * gbs + at), _MM_HINT_T0);
+        MQ(vi) isum[MQ_RT];
         SL_UNROLL
         for (int r = 0; r < R; r++) {
-            const uint8_t *xb = xr[r] + b * xbs;
-            if (wtype == SL_DTYPE_Q4_1) {
-                __m128 ds = _mm_cvtph_ps(_mm_cvtsi32_si128((int)MQ(ld32)(xb))); /* [dx sx . .] */
-                __m256 ds4 = _mm256_castpd_ps(_mm256_broadcastsd_pd(_mm_castps_pd(ds)));
-                dd[r] = _mm256_mul_ps(wsc, ds4);
-                ms[r] = _mm256_fmadd_ps(wsc, ds4, ms[r]); /* odd lanes: fma(m_w, s_x, ms) */
-            } else {
-                __m128 dx = _mm_cvtph_ps(_mm_cvtsi32_si128(MQ(ld16)(xb)));
-                dd[r] = _mm256_mul_ps(wsc, _mm256_broadcastss_ps(dx));
+            const uint8_t *xb = xr[r] + (size_t)b * MQ_XBS;
+            const int sum = (int16_t)MQ(ld16)(xb + 2); /* Q8_0S: the exact sum of the levels */
+            if (wtype == SL_DTYPE_Q4_0)
+                isum[r] = MQ_SET32(-8 * sum);
+            else if (wtype == SL_DTYPE_Q8_0 && MQ_VNNI)
+                isum[r] = MQ_SET32(-128 * sum);
+            else
+                isum[r] = MQ_ZEROI();
+        }
+        if (wtype == SL_DTYPE_Q8_0) {
+            SL_UNROLL
+            for (int k = 0; k < 8; k++) {
+                const MQ(vi) w = MQ_LOADQ(pb + qo + 64 * k);
+#if MQ_VNNI
+                const MQ(vi) u = MQ_XOR(w, MQ_SET8(0x80));
+#else
+                const MQ(vi) u = _mm256_abs_epi8(w);
+#endif
+                SL_UNROLL
+                for (int r = 0; r < R; r++) {
+                    MQ(vi) xs = MQ_SET32((int)MQ(ld32)(xr[r] + (size_t)b * MQ_XBS + 4 + 4 * k));
+#if !MQ_VNNI
+                    xs = _mm256_sign_epi8(xs, w);
+#endif
+                    isum[r] = MQ(dp)(isum[r], u, xs);
+                }
             }
-            off[r] = _mm256_setzero_si256();
-            if (wtype == SL_DTYPE_Q4_0 || (wtype == SL_DTYPE_Q8_0 && MQ_VNNI != 0)) {
-                const __m256i xq = _mm256_loadu_si256((const __m256i *)(xb + xqo));
-                const __m256i k = _mm256_set1_epi8(wtype == SL_DTYPE_Q4_0 ? 8 : (char)0x80);
-                off[r] = _mm256_sub_epi32(_mm256_setzero_si256(), MQ(dpbusd)(_mm256_setzero_si256(), k, xq));
+        } else {
+            SL_UNROLL
+            for (int i = 0; i < 4; i++) {
+                const MQ(vi) z = MQ_LOADQ(pb + qo + 64 * i);
+                const MQ(vi) lo = MQ_AND(z, MQ_SET8(0x0f)), hi = MQ_AND(MQ_SRL4(z), MQ_SET8(0x0f));
+                SL_UNROLL
+                for (int r = 0; r < R; r++) {
+                    const uint8_t *xq = xr[r] + (size_t)b * MQ_XBS + 4;
+                    isum[r] = MQ(dp)(isum[r], lo, MQ_SET32((int)MQ(ld32)(xq + 4 * i)));
+                    isum[r] = MQ(dp)(isum[r], hi, MQ_SET32((int)MQ(ld32)(xq + 16 + 4 * i)));
+                }
             }
         }
-
-        /* The scales go through memory: a broadcast from L1 is a load rather than a shuffle, and the shuffle
-         * port is this loop's busiest (the gain over vpermps measured within noise, 0-5%). */
-        float ddm[MQ_RT][8];
+        const MQ(vf) dw = MQ_PH(pb + so);
         SL_UNROLL
-        for (int r = 0; r < R; r++) _mm256_storeu_ps(ddm[r], dd[r]);
-        SL_UNROLL
-        for (int c = 0; c < C; c++) {
-            const uint8_t *q = wr[c] + b * wbs + wqo;
-            __m256i wq;
-            if (wtype == SL_DTYPE_Q8_0) {
-                wq = _mm256_loadu_si256((const __m256i *)q);
-            } else {
-                /* [qs | qs] then the upper copy shifted right 4 (as 64-bit lanes, whose bits spilling into the
-                 * byte below are masked off): no cross-lane insert, which would compete for the shuffle port */
-                const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q));
-                wq = _mm256_and_si256(_mm256_srlv_epi64(t, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
-            }
-            const __m256i wu = wtype != SL_DTYPE_Q8_0 ? wq
-                               : MQ_VNNI                ? _mm256_xor_si256(wq, _mm256_set1_epi8((char)0x80))
-                                                        : _mm256_abs_epi8(wq);
-            const int lane = wtype == SL_DTYPE_Q4_1 ? 2 * c : c;
+        for (int r = 0; r < R; r++) {
+            const uint8_t *xb = xr[r] + (size_t)b * MQ_XBS;
+            const MQ(vf) dd = MQ_MUL(dw, MQ_SETF(MQ(h2f)(xb)));
+            acc[r] = MQ_FMA(dd, MQ_CVT(isum[r]), acc[r]);
+        }
+        if (wtype == SL_DTYPE_Q4_1) {
+            const MQ(vf) mw = MQ_PH(pb + 32 + so);
             SL_UNROLL
-            for (int r = 0; r < R; r++) {
-                __m256i xq = _mm256_loadu_si256((const __m256i *)(xr[r] + b * xbs + xqo));
-                if (wtype == SL_DTYPE_Q8_0 && MQ_VNNI == 0) xq = _mm256_sign_epi8(xq, wq);
-                const __m256i isum = MQ(dpbusd)(off[r], wu, xq);
-                const __m256 scale = _mm256_broadcast_ss(&ddm[r][lane]);
-                acc[r][c] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(isum), acc[r][c]);
-            }
+            for (int r = 0; r < R; r++) ms[r] = MQ_FMA(mw, MQ_SETF(MQ(h2f)(xr[r] + (size_t)b * MQ_XBS + 2)), ms[r]);
         }
     }
 
     SL_UNROLL
     for (int r = 0; r < R; r++) {
-        float msl[8];
-        _mm256_storeu_ps(msl, ms[r]);
-        SL_UNROLL
-        for (int c = 0; c < C; c++) {
-            float s = MQ(fold8)(acc[r][c]);
-            y[(size_t)r * ldy + c] = wtype == SL_DTYPE_Q4_1 ? s + msl[2 * c + 1] : s;
+        const MQ(vf) v = wtype == SL_DTYPE_Q4_1 ? MQ_ADDF(acc[r], ms[r]) : acc[r];
+        if (nvalid == MQ_W) {
+            MQ_STOREF(y + (size_t)r * ldy, v);
+        } else {
+            float tmp[MQ_W];
+            MQ_STOREF(tmp, v);
+            memcpy(y + (size_t)r * ldy, tmp, (size_t)nvalid * sizeof(float));
         }
     }
 }
 
-/* One out-of-line instance per (weight type, tile shape): the compiler keeps each tile in registers.
- * Shapes: m4 = MQ_RT rows x 4 outputs, m1 = MQ_RT x 1, s4 = 1 x 4, s1 = 1 x 1. */
-#define MQ_INSTANCE(T, TN, SHAPE, R, C)                                                                   \
-    static void MQ(tile_##TN##_##SHAPE)(const uint8_t *const *wr, const uint8_t *const *xr, int nb,        \
-                                        float *y, int ldy) {                                             \
-        MQ(tile)(T, R, C, wr, xr, nb, y, ldy);                                                           \
+/* One out-of-line instance per (weight type, rows): the compiler keeps each tile in registers. */
+typedef void (*MQ(tile_fn))(const uint8_t *gp, int h, const uint8_t *const *xr, int nb, float *y, int ldy,
+                            int nvalid, const uint8_t *pf);
+#define MQ_INSTANCE(T, TN, R)                                                                             \
+    static void MQ(tile_##TN##_##R)(const uint8_t *gp, int h, const uint8_t *const *xr, int nb, float *y, \
+                                    int ldy, int nvalid, const uint8_t *pf) {                            \
+        MQ(tile)(T, R, gp, h, xr, nb, y, ldy, nvalid, pf);                                               \
     }
-#define MQ_INSTANCES(T, TN)                                                                               \
-    MQ_INSTANCE(T, TN, m4, MQ_RT, 4)                                                                      \
-    MQ_INSTANCE(T, TN, m1, MQ_RT, 1)                                                                      \
-    MQ_INSTANCE(T, TN, s4, 1, 4)                                                                          \
-    MQ_INSTANCE(T, TN, s1, 1, 1)
+#if MQ_RT == 8
+#define MQ_INSTANCES(T, TN) MQ_INSTANCE(T, TN, 8) MQ_INSTANCE(T, TN, 4) MQ_INSTANCE(T, TN, 2) MQ_INSTANCE(T, TN, 1)
+#define MQ_PICK(TN) {MQ(tile_##TN##_8), MQ(tile_##TN##_4), MQ(tile_##TN##_2), MQ(tile_##TN##_1)}
+#else
+#define MQ_INSTANCES(T, TN) MQ_INSTANCE(T, TN, 4) MQ_INSTANCE(T, TN, 2) MQ_INSTANCE(T, TN, 1)
+#define MQ_PICK(TN) {MQ(tile_##TN##_4), MQ(tile_##TN##_4), MQ(tile_##TN##_2), MQ(tile_##TN##_1)}
+#endif
 MQ_INSTANCES(SL_DTYPE_Q4_0, q4_0)
 MQ_INSTANCES(SL_DTYPE_Q4_1, q4_1)
 MQ_INSTANCES(SL_DTYPE_Q8_0, q8_0)
-#undef MQ_INSTANCES
-#undef MQ_INSTANCE
 
-typedef void (*MQ(tile_fn))(const uint8_t *const *wr, const uint8_t *const *xr, int nb, float *y, int ldy);
-
-void MQ(sl__matmul_q)(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
-                      size_t xq_row_bytes, int n_rows, float *y, int ldy) {
-    MQ(tile_fn) fn[2][2]; /* [multi-row][4 outputs] */
-#define MQ_PICK(TN)                                                                                       \
-    fn[1][1] = MQ(tile_##TN##_m4), fn[1][0] = MQ(tile_##TN##_m1), fn[0][1] = MQ(tile_##TN##_s4),         \
-    fn[0][0] = MQ(tile_##TN##_s1)
-    switch (wtype) {
-    case SL_DTYPE_Q4_0: MQ_PICK(q4_0); break;
-    case SL_DTYPE_Q4_1: MQ_PICK(q4_1); break;
-    default: MQ_PICK(q8_0); break;
-    }
-#undef MQ_PICK
+void MQ(sl__matmul_qp)(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq, size_t xq_row_bytes,
+                       int n_rows, float *y, int ldy) {
+    /* tiles of 8 (MQ_RT == 8 only), 4, 2 and 1 rows */
+    static const MQ(tile_fn) fn_q4_0[4] = MQ_PICK(q4_0), fn_q4_1[4] = MQ_PICK(q4_1), fn_q8_0[4] = MQ_PICK(q8_0);
+    const MQ(tile_fn) *fn = wtype == SL_DTYPE_Q4_0 ? fn_q4_0 : wtype == SL_DTYPE_Q4_1 ? fn_q4_1 : fn_q8_0;
     const int nb = n_in / 32;
-    const uint8_t *W = (const uint8_t *)w, *X = (const uint8_t *)xq;
-    /* Outputs outermost: a tile's 4 weight rows stay in L1 while every activation row passes by. The weight
-     * rows of the tile MQ_PF_TILES ahead are requested now: with weights streaming from DRAM (decode of a
-     * model larger than the cache), a 1-row call ran 15-25% faster so in interleaved A/B runs here. */
-    for (int o = o0; o < o1; o += MQ_CT) {
-        const int nc = o1 - o < MQ_CT ? o1 - o : MQ_CT;
-        const uint8_t *wr[MQ_CT];
-        for (int c = 0; c < nc; c++) wr[c] = W + (size_t)(o + c) * w_row_bytes;
-        if (o + (MQ_PF_TILES + 1) * MQ_CT <= o1) {
-            const char *pf = (const char *)(W + (size_t)(o + MQ_PF_TILES * MQ_CT) * w_row_bytes);
-            for (size_t at = 0; at < MQ_CT * w_row_bytes; at += 64) _mm_prefetch(pf + at, _MM_HINT_T0);
-        }
-        for (int r = 0; r < n_rows;) {
-            const int multi = n_rows - r >= MQ_RT;
-            const int nr = multi ? MQ_RT : 1;
-            const uint8_t *xr[MQ_RT];
-            for (int i = 0; i < nr; i++) xr[i] = X + (size_t)(r + i) * xq_row_bytes;
-            float *yt = y + (size_t)r * ldy + o;
-            if (nc == MQ_CT) {
-                fn[multi][1](wr, xr, nb, yt, ldy);
-            } else {
-                for (int c = 0; c < nc; c++) fn[multi][0](wr + c, xr, nb, yt + c, ldy);
+    const size_t gstride = (size_t)nb * sl__qp_block_bytes(wtype);
+    const uint8_t *X = (const uint8_t *)xq;
+    /* Groups outermost: a group's blocks stay in L1 while every activation row passes by. The first row tile
+     * of a group prefetches the group two ahead (weights streaming from memory in decode). */
+    for (int o = o0; o < o1; o += SL_QP_GROUP) {
+        const uint8_t *gp = (const uint8_t *)packed + (size_t)(o / SL_QP_GROUP) * gstride;
+        const uint8_t *pf = o + 3 * SL_QP_GROUP <= o1 ? gp + 2 * gstride : NULL;
+        for (int h = 0; h < SL_QP_GROUP / MQ_W; h++) {
+            const int ob = o + h * MQ_W;
+            if (ob >= o1) break;
+            const int nvalid = o1 - ob < MQ_W ? o1 - ob : MQ_W;
+            for (int r = 0; r < n_rows;) {
+                const int left = n_rows - r;
+                const int pick = left >= 8 && MQ_RT == 8 ? 0 : left >= 4 ? 1 : left >= 2 ? 2 : 3;
+                const int nr = pick == 0 ? 8 : pick == 1 ? 4 : pick == 2 ? 2 : 1;
+                const uint8_t *xr[8];
+                for (int i = 0; i < nr; i++) xr[i] = X + (size_t)(r + i) * xq_row_bytes;
+                fn[pick](gp, h, xr, nb, y + (size_t)r * ldy + ob, ldy, nvalid, r == 0 && h == 0 ? pf : NULL);
+                r += nr;
             }
-            r += nr;
         }
     }
 #if MQ_VNNI == 2
@@ -219,5 +227,22 @@ void MQ(sl__matmul_q)(int wtype, const void *w, size_t w_row_bytes, int o0, int 
 #endif
 }
 
-#undef MQ_CT
-#undef MQ_PF_TILES
+#undef MQ_INSTANCES
+#undef MQ_INSTANCE
+#undef MQ_PICK
+#undef MQ_XBS
+#undef MQ_LOADQ
+#undef MQ_AND
+#undef MQ_XOR
+#undef MQ_SRL4
+#undef MQ_SET8
+#undef MQ_SET32
+#undef MQ_ZEROI
+#undef MQ_CVT
+#undef MQ_FMA
+#undef MQ_MUL
+#undef MQ_ADDF
+#undef MQ_SETF
+#undef MQ_ZEROF
+#undef MQ_PH
+#undef MQ_STOREF

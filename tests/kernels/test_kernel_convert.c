@@ -30,8 +30,11 @@ Test(kernel_convert, dtype_table) {
     cr_assert(sl_dtype_supported(SL_DTYPE_Q4_0) && sl_dtype_supported(SL_DTYPE_BF16));
     cr_assert(!sl_dtype_supported(SL_DTYPE_Q8_1) && !sl_dtype_supported(SL_DTYPE_Q8_K) && !sl_dtype_supported(16));
     cr_assert_eq(sl_k_act_type(SL_DTYPE_Q4_1), SL_DTYPE_Q8_1);
-    cr_assert_eq(sl_k_act_type(SL_DTYPE_Q4_0), SL_DTYPE_Q8_0);
-    cr_assert_eq(sl_k_act_type(SL_DTYPE_Q8_0), SL_DTYPE_Q8_0);
+    cr_assert_eq(sl_k_act_type(SL_DTYPE_Q4_0), SL_DTYPE_Q8_0S);
+    cr_assert_eq(sl_k_act_type(SL_DTYPE_Q8_0), SL_DTYPE_Q8_0S);
+    cr_assert_eq(sl_k_act_type(SL_DTYPE_Q5_0), SL_DTYPE_Q8_0);
+    cr_assert_eq(sl_dtype_block_bytes(SL_DTYPE_Q8_0S), 36);
+    cr_assert(!sl_dtype_supported(SL_DTYPE_Q8_0S), "an activation format only");
     cr_assert_eq(sl_k_act_type(SL_DTYPE_F16), -1);
 }
 

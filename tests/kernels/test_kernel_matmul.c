@@ -3,7 +3,9 @@
  *
  * What a user would notice, and how it is checked:
  *   - every variant computes what the scalar reference computes, bit for bit (memcmp), at awkward sizes
- *     (n_in 32 .. 4128, n_rows 1 .. 17, output ranges that start and end off the register tiles);
+ *     (n_in 32 .. 4128, n_rows 1 .. 17 (every register tile's row count and mixes of them), output ranges
+ *     that start and end off the register tiles); for Q4_0/Q4_1/Q8_0 the variants run on packed weights
+ *     (sl_k_pack_q) and the reference on the file's rows, so the packing is checked with them;
  *   - the scalar reference is accurate: each output is within the classic rounding-error bound of a float64
  *     computation of the same sum, |y - ref| <= gamma_m * sum |terms| with m the longest chain of rounded
  *     operations behind it (Higham 3.1), the strongest bound that holds for any input;
@@ -19,7 +21,7 @@
 #include "test_kernel_util.h"
 
 static const int k_n_in[] = {32, 96, 576, 1536, 4096 + 32};
-static const int k_n_rows[] = {1, 2, 3, 5, 17};
+static const int k_n_rows[] = {1, 2, 3, 5, 8, 12, 17};
 enum { N_OUT = 37 }; /* not a multiple of any tile width */
 
 typedef struct problem {
@@ -30,10 +32,11 @@ typedef struct problem {
     float *x;       /* [n_rows][n_in] f32 */
     uint8_t *xq;    /* [n_rows] rows of xq_row_bytes, sl_k_act_type(wtype) (quantized types only) */
     size_t xq_row_bytes;
+    uint8_t *packed; /* w in sl_k_pack_q's layout (Q4_0, Q4_1, Q8_0), or NULL */
 } problem;
 
 static problem problem_make(int wtype, int n_in, int n_out, int n_rows, uint64_t seed) {
-    problem p = {wtype, n_in, n_out, n_rows, NULL, 0, NULL, NULL, NULL, 0};
+    problem p = {wtype, n_in, n_out, n_rows, NULL, 0, NULL, NULL, NULL, 0, NULL};
     uint64_t rng = seed;
     float *wsrc = malloc(sizeof(float) * (size_t)n_out * n_in);
     kt_fill(wsrc, (size_t)n_out * n_in, &rng, -1.0f, 1.0f);
@@ -56,6 +59,10 @@ static problem problem_make(int wtype, int n_in, int n_out, int n_rows, uint64_t
         p.xq = malloc(p.xq_row_bytes * n_rows);
         for (int r = 0; r < n_rows; r++) sl_k_quantize_row(at, p.x + (size_t)r * n_in, p.xq + r * p.xq_row_bytes, n_in);
     }
+    if (sl_k_pack_supported(wtype)) {
+        p.packed = malloc(sl_k_packed_bytes(wtype, n_out, n_in));
+        sl_k_pack_q(wtype, p.w, p.w_row_bytes, n_out, n_in, p.packed);
+    }
     return p;
 }
 
@@ -64,6 +71,7 @@ static void problem_free(problem *p) {
     free(p->wf);
     free(p->x);
     free(p->xq);
+    free(p->packed);
 }
 
 #define SENTINEL (-12345.0f)
@@ -73,6 +81,14 @@ static float *run_q(const problem *p, int o0, int o1, int ldy) {
     float *y = malloc(sizeof(float) * (size_t)p->n_rows * ldy);
     for (size_t i = 0; i < (size_t)p->n_rows * ldy; i++) y[i] = SENTINEL;
     sl_k_matmul_q(p->wtype, p->w, p->w_row_bytes, o0, o1, p->n_in, p->xq, p->xq_row_bytes, p->n_rows, y, ldy);
+    return y;
+}
+
+/* The same on the packed weights (o0 a multiple of SL_QP_GROUP). */
+static float *run_qp(const problem *p, int o0, int o1, int ldy) {
+    float *y = malloc(sizeof(float) * (size_t)p->n_rows * ldy);
+    for (size_t i = 0; i < (size_t)p->n_rows * ldy; i++) y[i] = SENTINEL;
+    sl_k_matmul_qp(p->wtype, p->packed, o0, o1, p->n_in, p->xq, p->xq_row_bytes, p->n_rows, y, ldy);
     return y;
 }
 
@@ -112,22 +128,19 @@ static double qdot_ref(const problem *p, int r, int o, double *abs_sum) {
             }
             dw = sl_fp16_to_f32(p->wtype == SL_DTYPE_Q4_0 ? ((const sl_block_q4_0 *)w)[b].d : ((const sl_block_q4_1 *)w)[b].d);
         }
-        if (p->wtype == SL_DTYPE_Q4_1) {
-            const sl_block_q8_1 *xb = (const sl_block_q8_1 *)x + b;
-            xs = xb->qs;
-            dx = sl_fp16_to_f32(xb->d);
-            ms = (double)sl_fp16_to_f32(((const sl_block_q4_1 *)w)[b].m) * sl_fp16_to_f32(xb->s);
-        } else {
-            const sl_block_q8_0 *xb = (const sl_block_q8_0 *)x + b;
-            xs = xb->qs;
-            dx = sl_fp16_to_f32(xb->d);
+        /* Q8_1 (Q4_1) and Q8_0S (the others) share the layout: d, a 16-bit word, the levels */
+        const sl_block_q8_1 *xb = (const sl_block_q8_1 *)x + b;
+        xs = xb->qs;
+        dx = sl_fp16_to_f32(xb->d);
+        if (p->wtype == SL_DTYPE_Q4_1) ms = (double)sl_fp16_to_f32(((const sl_block_q4_1 *)w)[b].m) * sl_fp16_to_f32(xb->s);
+        long isum = 0, xsum = 0;
+        for (int i = 0; i < 32; i++) {
+            isum += (long)wq[i] * xs[i];
+            xsum += xs[i];
         }
-        for (int j = 0; j < 8; j++) {
-            long isum = 0;
-            for (int i = 4 * j; i < 4 * j + 4; i++) isum += (long)wq[i] * xs[i];
-            s += dw * dx * (double)isum;
-            a += fabs(dw * dx * (double)isum);
-        }
+        if (p->wtype != SL_DTYPE_Q4_1) cr_assert_eq(xsum, ((const sl_block_q8_0s *)xb)->sum, "Q8_0S sum");
+        s += dw * dx * (double)isum;
+        a += fabs(dw * dx * (double)isum);
         s += ms;
         a += fabs(ms);
     }
@@ -138,6 +151,7 @@ static double qdot_ref(const problem *p, int r, int o, double *abs_sum) {
 Test(kernel_matmul, q_variants_match_scalar_and_float64) {
     const int types[] = {SL_DTYPE_Q4_0, SL_DTYPE_Q4_1, SL_DTYPE_Q8_0};
     const int o0 = 3, o1 = N_OUT - 2; /* 32 outputs starting off a tile boundary, plus a remainder */
+    const int po0 = SL_QP_GROUP, po1 = N_OUT - 2; /* packed: from a group boundary to inside the last group */
     kt_variant vs[8];
     const int nv = kt_variants(vs);
     for (size_t t = 0; t < 3; t++)
@@ -147,8 +161,8 @@ Test(kernel_matmul, q_variants_match_scalar_and_float64) {
                 sl_kcpu_set_simd(SL_SIMD_SCALAR);
                 float *ref = run_q(&p, o0, o1, N_OUT);
                 assert_untouched(ref, p.n_rows, N_OUT, o0, o1, "scalar");
-                /* the scalar reference within the float bound: chains of nb fmas per lane, 3 folds, the
-                 * m * s chain and the final add, and the rounding of d_w * d_x */
+                /* the scalar reference within the float bound: a chain of nb fmas, the m * s chain and the
+                 * final add, and the rounding of d_w * d_x */
                 const double g = kt_gamma(p.n_in / 32 + 6);
                 for (int r = 0; r < p.n_rows; r++)
                     for (int o = o0; o < o1; o++) {
@@ -156,13 +170,25 @@ Test(kernel_matmul, q_variants_match_scalar_and_float64) {
                         cr_assert(fabs(ref[r * N_OUT + o] - want) <= g * abs_sum, "%s n_in %d row %d out %d: %g vs %g",
                                   sl_dtype_name(p.wtype), p.n_in, r, o, ref[r * N_OUT + o], want);
                     }
+                float *ref_all = run_q(&p, 0, N_OUT, N_OUT);
                 for (int k = 0; k < nv; k++) {
                     kt_use(&vs[k]);
                     float *got = run_q(&p, o0, o1, N_OUT);
                     cr_assert(!memcmp(got, ref, sizeof(float) * p.n_rows * N_OUT), "%s [%s] n_in %d n_rows %d differs",
                               sl_dtype_name(p.wtype), vs[k].name, p.n_in, p.n_rows);
                     free(got);
+                    float *all = run_qp(&p, 0, N_OUT, N_OUT), *part = run_qp(&p, po0, po1, N_OUT);
+                    cr_assert(!memcmp(all, ref_all, sizeof(float) * p.n_rows * N_OUT),
+                              "%s packed [%s] n_in %d n_rows %d differs", sl_dtype_name(p.wtype), vs[k].name, p.n_in,
+                              p.n_rows);
+                    assert_untouched(part, p.n_rows, N_OUT, po0, po1, "packed");
+                    for (int r = 0; r < p.n_rows; r++)
+                        cr_assert(!memcmp(part + r * N_OUT + po0, ref_all + r * N_OUT + po0, sizeof(float) * (po1 - po0)),
+                                  "%s packed range [%s] row %d differs", sl_dtype_name(p.wtype), vs[k].name, r);
+                    free(all);
+                    free(part);
                 }
+                free(ref_all);
                 kt_restore();
                 free(ref);
                 problem_free(&p);
@@ -224,23 +250,23 @@ static void check_invariance(int wtype, int fast) {
     problem p = problem_make(wtype, n_in, N_OUT, ROWS, 3000 + (uint64_t)wtype);
     for (int k = 0; k < nv; k++) {
         kt_use(&vs[k]);
-        float *all = fast ? run_q(&p, 0, N_OUT, N_OUT) : run_f32(&p, 0, N_OUT, N_OUT);
+        float *all = fast ? run_qp(&p, 0, N_OUT, N_OUT) : run_f32(&p, 0, N_OUT, N_OUT);
         for (int r = 0; r < ROWS; r++) {
             float one[N_OUT];
             if (fast)
-                sl_k_matmul_q(wtype, p.w, p.w_row_bytes, 0, N_OUT, n_in, p.xq + r * p.xq_row_bytes, p.xq_row_bytes, 1, one, N_OUT);
+                sl_k_matmul_qp(wtype, p.packed, 0, N_OUT, n_in, p.xq + r * p.xq_row_bytes, p.xq_row_bytes, 1, one, N_OUT);
             else
                 sl_k_matmul_f32(wtype, p.w, p.w_row_bytes, 0, N_OUT, n_in, p.x + r * n_in, n_in, 1, one, N_OUT);
             cr_assert(!memcmp(one, all + r * N_OUT, sizeof one), "%s %s [%s]: row %d alone differs from the batch",
                       sl_dtype_name(wtype), fast ? "fast" : "exact", vs[k].name, r);
         }
-        const int splits[] = {1, 5, 18, 33};
+        const int splits[] = {1, 5, 18, 33}, psplits[] = {16, 32, 16, 32}; /* packed ranges start on groups */
         for (size_t s = 0; s < 4; s++) {
             float *y = malloc(sizeof(float) * ROWS * N_OUT);
-            const int cut = splits[s];
+            const int cut = fast ? psplits[s] : splits[s];
             if (fast) {
-                sl_k_matmul_q(wtype, p.w, p.w_row_bytes, cut, N_OUT, n_in, p.xq, p.xq_row_bytes, ROWS, y, N_OUT);
-                sl_k_matmul_q(wtype, p.w, p.w_row_bytes, 0, cut, n_in, p.xq, p.xq_row_bytes, ROWS, y, N_OUT);
+                sl_k_matmul_qp(wtype, p.packed, cut, N_OUT, n_in, p.xq, p.xq_row_bytes, ROWS, y, N_OUT);
+                sl_k_matmul_qp(wtype, p.packed, 0, cut, n_in, p.xq, p.xq_row_bytes, ROWS, y, N_OUT);
             } else {
                 sl_k_matmul_f32(wtype, p.w, p.w_row_bytes, cut, N_OUT, n_in, p.x, n_in, ROWS, y, N_OUT);
                 sl_k_matmul_f32(wtype, p.w, p.w_row_bytes, 0, cut, n_in, p.x, n_in, ROWS, y, N_OUT);
@@ -261,6 +287,24 @@ Test(kernel_matmul, batch_invariance_q8_0) { check_invariance(SL_DTYPE_Q8_0, 1);
 Test(kernel_matmul, batch_invariance_f32) { check_invariance(SL_DTYPE_F32, 0); }
 Test(kernel_matmul, batch_invariance_f16) { check_invariance(SL_DTYPE_F16, 0); }
 Test(kernel_matmul, batch_invariance_exact_q4_1) { check_invariance(SL_DTYPE_Q4_1, 0); }
+
+/* Unpacking a packed weight's rows gives the file's rows back, byte for byte, at row counts off the group. */
+Test(kernel_matmul, pack_roundtrip) {
+    const int types[] = {SL_DTYPE_Q4_0, SL_DTYPE_Q4_1, SL_DTYPE_Q8_0};
+    for (size_t t = 0; t < 3; t++)
+        for (int n_out = 1; n_out <= 40; n_out += 13) {
+            problem p = problem_make(types[t], 96, n_out, 1, 7000 + t);
+            cr_assert_eq(sl_k_packed_bytes(p.wtype, n_out, 96), (size_t)((n_out + 15) / 16) * 16 * p.w_row_bytes);
+            uint8_t row[3 * sizeof(sl_block_q8_0)];
+            for (int o = 0; o < n_out; o++) {
+                sl_k_unpack_q_row(p.wtype, p.packed, 96, o, row);
+                cr_assert(!memcmp(row, p.w + (size_t)o * p.w_row_bytes, p.w_row_bytes), "%s row %d of %d",
+                          sl_dtype_name(p.wtype), o, n_out);
+            }
+            problem_free(&p);
+        }
+    cr_assert_eq(sl_k_packed_bytes(SL_DTYPE_Q4_K, 16, 256), 0, "only Q4_0, Q4_1 and Q8_0 are packed");
+}
 
 Test(kernel_matmul, fast_close_to_exact) {
     const int types[] = {SL_DTYPE_Q4_0, SL_DTYPE_Q4_1, SL_DTYPE_Q8_0};
