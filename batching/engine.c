@@ -1,8 +1,20 @@
 /*
- * engine.c — the engine: the public API of include/sluice/sluice.h and the thread that runs every request.
+ * engine.c — the engine: the public API of include/sluice/sluice.h, its replicas, and the thread of each.
  *
- * Submission (any thread) validates and tokenizes a request, then hands it to the engine thread through a
- * mutex-protected inbox. The engine thread loops over steps, each three calls readable in one screen:
+ * Replicas (DESIGN.md §4): the engine runs one or more copies of the model side by side (data parallel), as the
+ * `devices` and `tensor_parallel_size` settings place them (placement.h). Each replica is one struct sl_engine
+ * with everything its thread owns: its model (loaded on its devices), KV pool and block manager, inbox, waiting
+ * and running sets, step buffers, sampler scratch and counters. So the step code below reads one replica and
+ * nothing else, exactly as it did when the engine was one replica. The handle callers get is replica 0, which
+ * also owns what the replicas share (sl_engine_group: the router's lock, the placement) and serves tokenization
+ * and chat rendering with its model (every replica loaded the same file). A request is validated and tokenized
+ * once, then the router (router.h) places it on the replica predicted to finish it first, or on the one it is
+ * pinned to, and it lives there until it ends. A device error (SL_DEVICE from the forward pass) takes its replica
+ * out of service for good: everything it held ends with an error naming it, the router skips it from then on,
+ * and the others keep serving. With one replica everything behaves as the single engine did.
+ *
+ * Submission (any thread) validates and tokenizes a request, then hands it to its replica's thread through a
+ * mutex-protected inbox. Each replica's thread loops over steps, each three calls readable in one screen:
  *
  *   schedule()    — which tokens run this step: every running sequence's next chunk (a decode is a chunk of one
  *                   token), then waiting sequences admitted in (aged) priority order while max_num_seqs, the
@@ -31,13 +43,23 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "detok.h"
+#include "engine_internal.h"
 #include "kv_blocks.h"
 #include "model.h"
+#include "placement.h"
+#include "router.h"
 #include "sampler.h"
 #include "sl_util.h"
 #include "threadpool.h"
+
+/* Two calls of runtime/backend.h, whose header batching/ cannot include (it pulls in kernels/' kdtype.h, a layer
+ * below what batching sees): the CUDA device count that the placement is checked against, and the thread tag that
+ * lets SLUICE_FAULT_INJECT=<op>:<n>@<replica> fail one chosen replica. */
+int sl_backend_cuda_device_count(void);
+void sl_backend_fault_tag_set(int tag);
 
 /* ---- requests and sequences --------------------------------------------------------------------------------------- */
 typedef struct sl_queued_event {
@@ -70,7 +92,7 @@ typedef struct sl_seq {
 struct sl_request {
     _Atomic int refs;              /* the caller's handle + the engine's */
     _Atomic int cancel;
-    struct sl_engine *eng;
+    struct sl_engine *eng;         /* the replica it runs on (the router's choice) */
     sl_request_kind kind;
     int n;
     int n_prompt;
@@ -103,6 +125,17 @@ struct sl_request {
     struct sl_request *next_in;    /* inbox link */
 };
 
+/* What the replicas share; owned by replica 0 (the handle). */
+typedef struct sl_engine_group {
+    pthread_mutex_t mu;            /* routing: the queue bounds, the decision and the enqueue are one step; a
+                                    * replica's alive flag changes under it (lock order: this, then a replica's mu) */
+    struct sl_engine *reps;        /* [n_reps]; reps[0] is the handle */
+    int n_reps;
+    sl_placement place;
+    char *devices;                 /* the devices setting as given (params.devices points here) */
+} sl_engine_group;
+
+/* One replica (see the top of the file); the handle is replica 0. */
 struct sl_engine {
     sl_model *model;
     sl_engine_params params;
@@ -145,6 +178,15 @@ struct sl_engine {
     /* stats */
     pthread_mutex_t stats_mu;
     sl_engine_stats stats;
+    /* replica */
+    sl_engine_group *group;        /* shared; NULL only for an engine a unit test builds by hand */
+    int index;                     /* in group->reps */
+    char desc[64];                 /* its devices, for messages: "cpu", "cuda:0+cuda:1" */
+    _Atomic int alive;             /* 0 once its device failed (for good); changes under group->mu */
+    _Atomic int n_running_pub;     /* n_running, published for the stats and the router */
+    double step_us_ewma;           /* under stats_mu: step time and size for the router (SL_STEP_EWMA_ALPHA) */
+    double step_tokens_ewma;
+    int thread_started;
 };
 
 /* ---- small helpers ------------------------------------------------------------------------------------------------- */
@@ -171,6 +213,8 @@ SL_API void sl_engine_params_init(sl_engine_params *p) {
     p->kv_dtype = SL_KV_F32;
     p->precision = SL_PRECISION_FAST;
     p->enable_prefix_caching = 1;
+    p->devices = "cpu";
+    p->tensor_parallel_size = 1;
 }
 
 SL_API void sl_model_info_init(sl_model_info *info) {
@@ -197,6 +241,7 @@ SL_API void sl_request_params_init(sl_request_params *p) {
     p->logprobs = -1;
     p->prompt_logprobs = -1;
     p->skip_special_tokens = 1;
+    p->replica = -1;
 }
 
 SL_API void sl_engine_stats_init(sl_engine_stats *s) {
@@ -471,6 +516,9 @@ SL_API sl_status sl_request_submit(sl_engine_t *e, const sl_request_params *p, s
     for (size_t i = 0; i < p->n_stop_token_ids; i++)
         if (!p->stop_token_ids || p->stop_token_ids[i] < 0 || p->stop_token_ids[i] >= e->n_vocab)
             return sl__errorf(SL_INVALID_ARGUMENT, "stop token id at index %zu is outside the vocabulary", i);
+    if (p->replica < -1 || p->replica >= e->group->n_reps)
+        return sl__errorf(SL_INVALID_ARGUMENT, "replica %d does not exist (this engine has %d: 0..%d, or -1 for any)",
+                          p->replica, e->group->n_reps, e->group->n_reps - 1);
 
     int32_t *prompt = NULL;
     size_t n_prompt = 0;
@@ -570,34 +618,73 @@ SL_API sl_status sl_request_submit(sl_engine_t *e, const sl_request_params *p, s
         return sl__errorf(SL_OUT_OF_MEMORY, "request buffers");
     }
 
-    pthread_mutex_lock(&e->mu);
-    if (e->stop) {
-        pthread_mutex_unlock(&e->mu);
+    /* Under the group's lock: the bounds over every replica's queue, the router's choice and the enqueue are
+     * one step, so two submissions never both take the last place or both see the same idle replica. */
+    sl_engine_group *g = e->group;
+    sl_router_replica snap[SL_PLACEMENT_MAX_DEVICES];
+    int n_queued = 0, stopping = 0;
+    int64_t waiting_tokens = 0;
+    pthread_mutex_lock(&g->mu);
+    for (int i = 0; i < g->n_reps; i++) {
+        sl_engine_t *rp = &g->reps[i];
+        pthread_mutex_lock(&rp->mu);
+        int n_inbox = rp->n_inbox;
+        stopping |= rp->stop;
+        pthread_mutex_unlock(&rp->mu);
+        n_queued += atomic_load(&rp->n_waiting_reqs) + n_inbox;
+        waiting_tokens += atomic_load(&rp->n_waiting_tokens);
+        snap[i] = (sl_router_replica){.alive = atomic_load(&rp->alive),
+                                      .waiting_tokens = atomic_load(&rp->n_waiting_tokens),
+                                      .n_running = atomic_load(&rp->n_running_pub) + n_inbox,
+                                      .max_seqs = rp->params.max_num_seqs,
+                                      .free_blocks = atomic_load(&rp->kv_free),
+                                      .block_size = rp->block_size};
+        pthread_mutex_lock(&rp->stats_mu);
+        snap[i].step_us = rp->step_us_ewma;
+        snap[i].tokens_per_step = rp->step_tokens_ewma;
+        pthread_mutex_unlock(&rp->stats_mu);
+    }
+    if (stopping) {
+        pthread_mutex_unlock(&g->mu);
         request_destroy(r);
         return sl__errorf(SL_SHUTTING_DOWN, "the engine is shutting down");
     }
-    if (atomic_load(&e->n_waiting_reqs) + e->n_inbox >= e->params.max_waiting_requests) {
-        pthread_mutex_unlock(&e->mu);
+    if (n_queued >= e->params.max_waiting_requests) {
+        pthread_mutex_unlock(&g->mu);
         request_destroy(r);
         return sl__errorf(SL_QUEUE_FULL, "the engine's queue is full (%d waiting requests)",
                           e->params.max_waiting_requests);
     }
-    int64_t waiting_tokens = atomic_load(&e->n_waiting_tokens);
     if (waiting_tokens > 0 && waiting_tokens + r->n_prompt > e->params.max_waiting_tokens) {
-        pthread_mutex_unlock(&e->mu);
+        pthread_mutex_unlock(&g->mu);
         request_destroy(r);
         return sl__errorf(SL_QUEUE_FULL, "the engine's queue is full (%lld prompt tokens waiting, bound %lld)",
                           (long long)waiting_tokens, (long long)e->params.max_waiting_tokens);
     }
-    atomic_fetch_add(&e->n_waiting_tokens, r->n_prompt);
-    if (e->inbox_tail)
-        e->inbox_tail->next_in = r;
+    /* "up to the context" generates at most what the context leaves after the prompt */
+    sl_router_request rq = {.n_prompt = r->n_prompt,
+                            .max_tokens = r->max_tokens >= 0 ? r->max_tokens : e->max_len - r->n_prompt,
+                            .n = r->n,
+                            .pinned = p->replica};
+    int at = -1;
+    if ((st = sl_router_pick(snap, g->n_reps, &rq, &at, NULL)) != SL_OK) {
+        pthread_mutex_unlock(&g->mu);
+        request_destroy(r);
+        return st;
+    }
+    sl_engine_t *rp = &g->reps[at];
+    r->eng = rp;
+    pthread_mutex_lock(&rp->mu);
+    atomic_fetch_add(&rp->n_waiting_tokens, r->n_prompt);
+    if (rp->inbox_tail)
+        rp->inbox_tail->next_in = r;
     else
-        e->inbox_head = r;
-    e->inbox_tail = r;
-    e->n_inbox++;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
+        rp->inbox_head = r;
+    rp->inbox_tail = r;
+    rp->n_inbox++;
+    pthread_cond_signal(&rp->cv);
+    pthread_mutex_unlock(&rp->mu);
+    pthread_mutex_unlock(&g->mu);
     *out = r;
     return SL_OK;
 }
@@ -685,6 +772,7 @@ static void wait_insert(sl_engine_t *e, sl_seq *s) {
 static void running_remove(sl_engine_t *e, int i) {
     memmove(&e->running[i], &e->running[i + 1], (size_t)(e->n_running - i - 1) * sizeof(sl_seq *));
     e->n_running--;
+    atomic_store(&e->n_running_pub, e->n_running);
 }
 
 /* Sends running[i] back to waiting by recompute: its blocks go back to the pool, its prompt and generated
@@ -817,6 +905,7 @@ static int schedule(sl_engine_t *e) {
         *pp = s->next_wait;
         s->state = SEQ_RUNNING;
         e->running[e->n_running++] = s;
+        atomic_store(&e->n_running_pub, e->n_running);
         if (e->params.enable_prefix_caching) {
             pthread_mutex_lock(&e->stats_mu);
             e->stats.prefix_cache_queries_total += (uint64_t)s->n_tokens;
@@ -1023,10 +1112,47 @@ static void fail_all(sl_engine_t *e, sl_status st, const char *msg) {
         sl_seq *s = e->running[--e->n_running];
         seq_finish(e, s, SL_FINISH_ERROR, NULL, -1, st, msg);
     }
+    atomic_store(&e->n_running_pub, 0);
 }
+
+/* Ends every sequence the replica holds (running, waiting, and those still in its inbox) the same way. */
+static void finish_everything(sl_engine_t *e, sl_finish_reason why, sl_status st, const char *msg) {
+    intake(e);
+    while (e->n_running > 0) {
+        sl_seq *s = e->running[--e->n_running];
+        seq_finish(e, s, why, NULL, -1, st, msg);
+    }
+    atomic_store(&e->n_running_pub, 0);
+    while (e->wait_head) {
+        sl_seq *s = e->wait_head;
+        e->wait_head = s->next_wait;
+        seq_finish(e, s, why, NULL, -1, st, msg);
+    }
+    release_done(e);
+}
+
+/* A device error: the replica leaves service for good (DESIGN.md §4). It is marked dead under the group's lock,
+ * where the router reads it, so nothing is placed on it afterwards; then whatever it held, its inbox included,
+ * ends with an error that names the replica and what failed. The other replicas go on serving. */
+static void replica_fail(sl_engine_t *e, const char *cause) {
+    char msg[768];
+    snprintf(msg, sizeof msg, "replica %d (%s) is out of service after a device error: %s", e->index, e->desc,
+             cause && *cause ? cause : "device error");
+    fprintf(stderr, "sluice: %s\n", msg);
+    pthread_mutex_lock(&e->group->mu);
+    atomic_store(&e->alive, 0);
+    pthread_mutex_unlock(&e->group->mu);
+    finish_everything(e, SL_FINISH_ERROR, SL_DEVICE, msg);
+}
+
+/* Step time and size, smoothed for the router: an EWMA over about the last 1 / SL_STEP_EWMA_ALPHA = 8 steps
+ * follows a change of load within a fraction of a second of decoding, while one odd step (a page fault, one
+ * long prefill chunk) moves it by an eighth only. */
+#define SL_STEP_EWMA_ALPHA 0.125
 
 static void *engine_main(void *arg) {
     sl_engine_t *e = arg;
+    sl_backend_fault_tag_set(e->index); /* SLUICE_FAULT_INJECT=<op>:<n>@<index> aims at this replica */
     for (;;) {
         pthread_mutex_lock(&e->mu);
         while (!e->stop && !e->inbox_head && e->n_running == 0 && !e->wait_head) pthread_cond_wait(&e->cv, &e->mu);
@@ -1060,7 +1186,20 @@ static void *engine_main(void *arg) {
         while (bucket < SL_STEP_TOKEN_BUCKETS - 1 && n_rows > SL_STEP_TOKENS_BOUND(bucket)) bucket++;
         e->stats.steps_by_tokens[bucket]++;
         e->stats.step_tokens_total += (uint64_t)n_rows;
+        if (e->stats.steps_total == 1) {
+            e->step_us_ewma = (double)dt;
+            e->step_tokens_ewma = (double)n_rows;
+        } else {
+            e->step_us_ewma += SL_STEP_EWMA_ALPHA * ((double)dt - e->step_us_ewma);
+            e->step_tokens_ewma += SL_STEP_EWMA_ALPHA * ((double)n_rows - e->step_tokens_ewma);
+        }
         pthread_mutex_unlock(&e->stats_mu);
+        if (st == SL_DEVICE) {
+            char cause[512];
+            snprintf(cause, sizeof cause, "%s", sl_last_error());
+            replica_fail(e, cause);
+            return NULL; /* out of service: nothing is placed here any more, so nothing is left to step */
+        }
         if (st != SL_OK) {
             fail_all(e, st, sl_last_error());
             release_done(e);
@@ -1070,28 +1209,16 @@ static void *engine_main(void *arg) {
         release_done(e);
     }
     /* shutdown: everything still here ends with an abort */
-    intake(e);
-    while (e->n_running > 0) {
-        sl_seq *s = e->running[--e->n_running];
-        seq_finish(e, s, SL_FINISH_ABORT, NULL, -1, SL_SHUTTING_DOWN, "the engine is shutting down");
-    }
-    while (e->wait_head) {
-        sl_seq *s = e->wait_head;
-        e->wait_head = s->next_wait;
-        seq_finish(e, s, SL_FINISH_ABORT, NULL, -1, SL_SHUTTING_DOWN, "the engine is shutting down");
-    }
-    release_done(e);
+    finish_everything(e, SL_FINISH_ABORT, SL_SHUTTING_DOWN, "the engine is shutting down");
     return NULL;
 }
 
 /* ---- engine lifetime --------------------------------------------------------------------------------------------------------------- */
-static void engine_destroy(sl_engine_t *e) {
+/* Releases what one replica owns; replica 0 also owns the names, the EOG list and the group. */
+static void replica_destroy(sl_engine_t *e) {
     sl_model_free(e->model);
     sl_sampler_scratch_free(e->sampler);
-    free(e->served_name);
-    free(e->model_path);
     sl_kv_blocks_free(e->kv);
-    free(e->eog_ids);
     free(e->running);
     free(e->b_tokens);
     free(e->b_pos);
@@ -1105,7 +1232,103 @@ static void engine_destroy(sl_engine_t *e) {
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->stats_mu);
-    free(e);
+}
+
+/* Stops and joins every replica thread that was started (each aborts what it still holds). */
+static void engine_stop_threads(sl_engine_group *g) {
+    for (int i = 0; i < g->n_reps; i++) {
+        sl_engine_t *rp = &g->reps[i];
+        pthread_mutex_lock(&rp->mu);
+        rp->stop = 1;
+        pthread_cond_signal(&rp->cv);
+        pthread_mutex_unlock(&rp->mu);
+    }
+    for (int i = 0; i < g->n_reps; i++)
+        if (g->reps[i].thread_started) pthread_join(g->reps[i].thread, NULL);
+}
+
+static void engine_destroy(sl_engine_group *g) {
+    sl_engine_t *e0 = g->reps;
+    if (e0) {
+        free(e0->served_name);
+        free(e0->model_path);
+        free(e0->eog_ids);
+    }
+    for (int i = 0; i < g->n_reps; i++) replica_destroy(&g->reps[i]);
+    free(g->reps);
+    sl_placement_free(&g->place);
+    free(g->devices);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+/* Loads replica e's model on its devices (n_threads: its share of the CPU) and sizes all its thread needs. The
+ * names and the EOG list are replica 0's, shared by pointer. */
+static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engine_params *p, int n_threads) {
+    sl_engine_t *e0 = &g->reps[0];
+    e->params = *p;
+    e->params.model_path = NULL;
+    e->params.served_model_name = NULL;
+    e->params.chat_template = NULL;
+    e->params.devices = g->devices;
+    sl_placement_describe(&g->place, e->index, e->desc, sizeof e->desc);
+    sl_status st;
+    sl_model_params mp = {.path = p->model_path, .chat_template = p->chat_template, .n_threads = n_threads,
+                          .precision = p->precision, .max_model_len = p->max_model_len,
+                          .tp_size = g->place.tp_size,
+                          .devices = g->place.devices + (size_t)e->index * (size_t)g->place.tp_size};
+    if ((st = sl_model_load(&mp, &e->model)) != SL_OK) return st;
+    const sl_model_hparams *hp = sl_model_get_hparams(e->model);
+    e->max_len = sl_model_max_len(e->model);
+    e->n_vocab = hp->n_vocab;
+    e->n_embd = hp->n_embd;
+    e->block_size = p->block_size;
+    if (e != e0) {
+        e->served_name = e0->served_name;
+        e->model_path = e0->model_path;
+    }
+
+    /* KV pool, per replica: the budget given, or min(2 GiB, what max_num_seqs full-length sequences need). */
+    size_t block_bytes = sl_model_kv_block_bytes(e->model, e->block_size, p->kv_dtype);
+    int per_seq = blocks_needed(e, e->max_len);
+    uint64_t budget = p->kv_cache_bytes;
+    if (budget == 0) {
+        uint64_t full = (uint64_t)per_seq * (uint64_t)p->max_num_seqs * block_bytes;
+        budget = SL_MIN(full, (uint64_t)2 << 30);
+    }
+    uint64_t n_blocks = budget / block_bytes;
+    if (n_blocks < (uint64_t)per_seq)
+        return sl__errorf(SL_INVALID_ARGUMENT,
+                          "the KV cache budget of %llu bytes holds %llu tokens, less than one sequence of "
+                          "max_model_len %d; raise kv_cache_size or lower max_model_len",
+                          (unsigned long long)budget, (unsigned long long)(n_blocks * (uint64_t)e->block_size),
+                          e->max_len);
+    if (n_blocks > (1u << 30)) n_blocks = 1u << 30;
+    e->n_blocks_total = (int)n_blocks;
+    if ((st = sl_model_kv_alloc(e->model, e->n_blocks_total, e->block_size, p->kv_dtype)) != SL_OK) return st;
+    if ((st = sl_kv_blocks_create(e->n_blocks_total, e->block_size, p->enable_prefix_caching, &e->kv)) != SL_OK)
+        return st;
+    atomic_store(&e->kv_free, e->n_blocks_total);
+
+    size_t T = (size_t)p->max_num_batched_tokens, S = (size_t)p->max_num_seqs;
+    e->running = sl__calloc(S, sizeof(sl_seq *));
+    e->b_tokens = sl__malloc(T * sizeof(int32_t));
+    e->b_pos = sl__malloc(T * sizeof(int32_t));
+    e->b_seq = sl__malloc(T * sizeof(int32_t));
+    e->b_slot = sl__malloc(T * sizeof(int64_t));
+    e->b_out = sl__malloc(T);
+    e->b_tables = sl__calloc(S, sizeof(int32_t *));
+    e->b_seqs = sl__calloc(S, sizeof(sl_seq *));
+    /* Every row may want logits (prompt logprobs); the allocation is large but only touched rows cost memory. */
+    e->logits = sl__malloc(T * (size_t)e->n_vocab * sizeof(float));
+    e->hidden = sl__malloc(S * (size_t)e->n_embd * sizeof(float));
+    if (!e->running || !e->b_tokens || !e->b_pos || !e->b_seq || !e->b_slot || !e->b_out || !e->b_tables ||
+        !e->b_seqs || !e->logits || !e->hidden)
+        return sl__errorf(SL_OUT_OF_MEMORY, "step buffers");
+    if ((st = sl_sampler_scratch_create(e->n_vocab, &e->sampler)) != SL_OK) return st;
+    sl_engine_stats_init(&e->stats);
+    atomic_store(&e->alive, 1);
+    return SL_OK;
 }
 
 SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) {
@@ -1129,24 +1352,21 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
     if (p->precision != SL_PRECISION_FAST && p->precision != SL_PRECISION_EXACT)
         return sl__errorf(SL_INVALID_ARGUMENT, "unknown precision %d", (int)p->precision);
 
-    sl_engine_t *e = sl__calloc(1, sizeof *e);
-    if (!e) return sl__errorf(SL_OUT_OF_MEMORY, "engine");
-    pthread_mutex_init(&e->mu, NULL);
-    pthread_cond_init(&e->cv, NULL);
-    pthread_mutex_init(&e->stats_mu, NULL);
-    e->params = *p;
-    e->params.model_path = NULL;
-    e->params.served_model_name = NULL;
-    e->params.chat_template = NULL;
+    sl_engine_group *g = sl__calloc(1, sizeof *g);
+    if (!g) return sl__errorf(SL_OUT_OF_MEMORY, "engine");
+    pthread_mutex_init(&g->mu, NULL);
     sl_status st;
-    sl_model_params mp = {.path = p->model_path, .chat_template = p->chat_template, .n_threads = p->n_threads,
-                          .precision = p->precision, .max_model_len = p->max_model_len};
-    if ((st = sl_model_load(&mp, &e->model)) != SL_OK) goto fail;
-    const sl_model_hparams *hp = sl_model_get_hparams(e->model);
-    e->max_len = sl_model_max_len(e->model);
-    e->n_vocab = hp->n_vocab;
-    e->n_embd = hp->n_embd;
-    e->block_size = p->block_size;
+    /* Placement first: a typo in the device list is refused before any model is read. */
+    if ((st = sl_placement_parse(p->devices, p->tensor_parallel_size, &g->place)) != SL_OK) goto fail;
+    if (g->place.max_cuda >= 0 && (st = sl_placement_check_cuda(&g->place, sl_backend_cuda_device_count())) != SL_OK)
+        goto fail;
+    g->devices = sl__strdup(p->devices && *p->devices ? p->devices : "cpu");
+    g->reps = sl__calloc((size_t)g->place.n_replicas, sizeof *g->reps);
+    if (!g->devices || !g->reps) {
+        st = sl__errorf(SL_OUT_OF_MEMORY, "engine");
+        goto fail;
+    }
+    sl_engine_t *e = &g->reps[0];
     e->model_path = sl__strdup(p->model_path);
     if (p->served_model_name && *p->served_model_name) {
         e->served_name = sl__strdup(p->served_model_name);
@@ -1162,28 +1382,31 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
         goto fail;
     }
 
-    /* KV pool: the budget given, or min(2 GiB, what max_num_seqs full-length sequences need). */
-    size_t block_bytes = sl_model_kv_block_bytes(e->model, e->block_size, p->kv_dtype);
-    int per_seq = blocks_needed(e, e->max_len);
-    uint64_t budget = p->kv_cache_bytes;
-    if (budget == 0) {
-        uint64_t full = (uint64_t)per_seq * (uint64_t)p->max_num_seqs * block_bytes;
-        budget = SL_MIN(full, (uint64_t)2 << 30);
+    /* CPU replicas split the CPU's compute threads evenly (each at least one); with one, the setting goes
+     * through as it is (0 still means "every core", decided by the backend). */
+    int n_threads = p->n_threads;
+    if (g->place.n_cpu_replicas > 1) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        int total = p->n_threads > 0 ? p->n_threads : (int)(cores > 0 ? cores : 1);
+        n_threads = SL_MAX(1, total / g->place.n_cpu_replicas);
     }
-    uint64_t n_blocks = budget / block_bytes;
-    if (n_blocks < (uint64_t)per_seq) {
-        st = sl__errorf(SL_INVALID_ARGUMENT,
-                        "the KV cache budget of %llu bytes holds %llu tokens, less than one sequence of "
-                        "max_model_len %d; raise kv_cache_size or lower max_model_len",
-                        (unsigned long long)budget, (unsigned long long)(n_blocks * (uint64_t)e->block_size), e->max_len);
-        goto fail;
+    for (int i = 0; i < g->place.n_replicas; i++) {
+        sl_engine_t *rp = &g->reps[i];
+        rp->group = g;
+        rp->index = i;
+        pthread_mutex_init(&rp->mu, NULL);
+        pthread_cond_init(&rp->cv, NULL);
+        pthread_mutex_init(&rp->stats_mu, NULL);
+        g->n_reps = i + 1; /* from here on engine_destroy releases it */
+        if ((st = replica_init(g, rp, p, n_threads)) != SL_OK) {
+            if (g->place.n_replicas > 1) {
+                char why[512];
+                snprintf(why, sizeof why, "%s", sl_last_error());
+                st = sl__errorf(st, "replica %d (%s): %s", i, rp->desc, why);
+            }
+            goto fail;
+        }
     }
-    if (n_blocks > (1u << 30)) n_blocks = 1u << 30;
-    e->n_blocks_total = (int)n_blocks;
-    if ((st = sl_model_kv_alloc(e->model, e->n_blocks_total, e->block_size, p->kv_dtype)) != SL_OK) goto fail;
-    if ((st = sl_kv_blocks_create(e->n_blocks_total, e->block_size, p->enable_prefix_caching, &e->kv)) != SL_OK)
-        goto fail;
-    atomic_store(&e->kv_free, e->n_blocks_total);
 
     for (int pass = 0; pass < 2; pass++) {
         int n = 0;
@@ -1201,45 +1424,30 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
             }
         }
     }
-
-    size_t T = (size_t)p->max_num_batched_tokens, S = (size_t)p->max_num_seqs;
-    e->running = sl__calloc(S, sizeof(sl_seq *));
-    e->b_tokens = sl__malloc(T * sizeof(int32_t));
-    e->b_pos = sl__malloc(T * sizeof(int32_t));
-    e->b_seq = sl__malloc(T * sizeof(int32_t));
-    e->b_slot = sl__malloc(T * sizeof(int64_t));
-    e->b_out = sl__malloc(T);
-    e->b_tables = sl__calloc(S, sizeof(int32_t *));
-    e->b_seqs = sl__calloc(S, sizeof(sl_seq *));
-    /* Every row may want logits (prompt logprobs); the allocation is large but only touched rows cost memory. */
-    e->logits = sl__malloc(T * (size_t)e->n_vocab * sizeof(float));
-    e->hidden = sl__malloc(S * (size_t)e->n_embd * sizeof(float));
-    if (!e->running || !e->b_tokens || !e->b_pos || !e->b_seq || !e->b_slot || !e->b_out || !e->b_tables ||
-        !e->b_seqs || !e->logits || !e->hidden) {
-        st = sl__errorf(SL_OUT_OF_MEMORY, "step buffers");
-        goto fail;
+    for (int i = 1; i < g->n_reps; i++) {
+        g->reps[i].eog_ids = e->eog_ids;
+        g->reps[i].n_eog = e->n_eog;
     }
-    if ((st = sl_sampler_scratch_create(e->n_vocab, &e->sampler)) != SL_OK) goto fail;
-    sl_engine_stats_init(&e->stats);
-    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
-        st = sl__errorf(SL_INTERNAL, "cannot start the engine thread");
-        goto fail;
+    for (int i = 0; i < g->n_reps; i++) {
+        if (pthread_create(&g->reps[i].thread, NULL, engine_main, &g->reps[i]) != 0) {
+            st = sl__errorf(SL_INTERNAL, "cannot start the thread of replica %d", i);
+            goto fail;
+        }
+        g->reps[i].thread_started = 1;
     }
     *out = e;
     return SL_OK;
 fail:
-    engine_destroy(e);
+    engine_stop_threads(g);
+    engine_destroy(g);
     return st;
 }
 
 SL_API void sl_engine_free(sl_engine_t *e) {
     if (!e) return;
-    pthread_mutex_lock(&e->mu);
-    e->stop = 1;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-    pthread_join(e->thread, NULL);
-    engine_destroy(e);
+    sl_engine_group *g = e->group;
+    engine_stop_threads(g);
+    engine_destroy(g);
 }
 
 SL_API sl_status sl_engine_model_info(sl_engine_t *e, sl_model_info *info) {
@@ -1297,16 +1505,62 @@ SL_API sl_status sl_model_file_describe(const char *path, char **text) {
     return sl_model_describe_file(path, text);
 }
 
+/* One replica's view: its counters, its running/waiting gauges and KV usage. */
+static void replica_stats(sl_engine_t *rp, sl_engine_stats *s) {
+    pthread_mutex_lock(&rp->stats_mu);
+    *s = rp->stats;
+    pthread_mutex_unlock(&rp->stats_mu);
+    /* running/waiting/kv usage are read without the replica's lock: a momentary view is all a gauge needs */
+    s->num_running = atomic_load(&rp->n_running_pub);
+    s->num_waiting = atomic_load(&rp->n_waiting_reqs);
+    /* cached blocks nobody holds count as free: they are reused on demand */
+    s->kv_cache_usage = 1.0 - (double)atomic_load(&rp->kv_free) / (double)rp->n_blocks_total;
+    s->num_replicas = 1;
+    s->num_replicas_ready = atomic_load(&rp->alive);
+}
+
 SL_API sl_status sl_engine_get_stats(sl_engine_t *e, sl_engine_stats *s) {
     if (!e || !s || s->struct_size != sizeof *s)
         return sl__errorf(SL_INVALID_ARGUMENT, "sl_engine_stats.struct_size mismatch (call sl_engine_stats_init)");
-    pthread_mutex_lock(&e->stats_mu);
-    *s = e->stats;
-    pthread_mutex_unlock(&e->stats_mu);
-    /* running/waiting/kv usage are read without the engine's lock: a momentary view is all a gauge needs */
-    s->num_running = e->n_running;
-    s->num_waiting = atomic_load(&e->n_waiting_reqs);
-    /* cached blocks nobody holds count as free: they are reused on demand */
-    s->kv_cache_usage = 1.0 - (double)atomic_load(&e->kv_free) / (double)e->n_blocks_total;
+    sl_engine_group *g = e->group;
+    sl_engine_stats_init(s);
+    int64_t blocks = 0, blocks_free = 0;
+    for (int i = 0; i < g->n_reps; i++) {
+        sl_engine_t *rp = &g->reps[i];
+        sl_engine_stats r;
+        sl_engine_stats_init(&r);
+        replica_stats(rp, &r);
+        s->num_running += r.num_running;
+        s->num_waiting += r.num_waiting;
+        s->prompt_tokens_total += r.prompt_tokens_total;
+        s->generation_tokens_total += r.generation_tokens_total;
+        s->num_preemptions_total += r.num_preemptions_total;
+        s->prefix_cache_queries_total += r.prefix_cache_queries_total;
+        s->prefix_cache_hits_total += r.prefix_cache_hits_total;
+        s->steps_total += r.steps_total;
+        s->busy_seconds_total += r.busy_seconds_total;
+        for (int k = 0; k < SL_STEP_TOKEN_BUCKETS; k++) s->steps_by_tokens[k] += r.steps_by_tokens[k];
+        s->step_tokens_total += r.step_tokens_total;
+        s->num_replicas_ready += r.num_replicas_ready;
+        /* a replica out of service holds no KV for anyone: usage is over the replicas in service */
+        if (r.num_replicas_ready) {
+            blocks += rp->n_blocks_total;
+            blocks_free += atomic_load(&rp->kv_free);
+        }
+    }
+    s->kv_cache_usage = blocks ? 1.0 - (double)blocks_free / (double)blocks : 0.0;
+    s->num_replicas = g->n_reps;
+    return SL_OK;
+}
+
+int sl__engine_n_replicas(const sl_engine_t *e) { return e && e->group ? e->group->n_reps : 0; }
+
+sl_status sl__engine_replica_stats(sl_engine_t *e, int index, sl_engine_stats *s) {
+    if (!e || !s || s->struct_size != sizeof *s)
+        return sl__errorf(SL_INVALID_ARGUMENT, "sl_engine_stats.struct_size mismatch (call sl_engine_stats_init)");
+    if (index < 0 || index >= e->group->n_reps)
+        return sl__errorf(SL_INVALID_ARGUMENT, "replica %d does not exist (this engine has %d)", index,
+                          e->group->n_reps);
+    replica_stats(&e->group->reps[index], s);
     return SL_OK;
 }

@@ -944,4 +944,6 @@ SL_API void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p) 
     p->kv_dtype = c->kv_dtype == 1 ? SL_KV_F16 : SL_KV_F32;               /* "f32|f16" */
     p->precision = c->precision == 1 ? SL_PRECISION_EXACT : SL_PRECISION_FAST; /* "fast|exact" */
     p->enable_prefix_caching = c->enable_prefix_caching;
+    p->devices = sl__cfg_or_null(c->devices); /* NULL: the engine's default, cpu */
+    p->tensor_parallel_size = c->tensor_parallel_size;
 }

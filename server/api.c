@@ -18,6 +18,11 @@
  * exchange freed while draining takes its later events with it (exchange_free purges them under the mutex).
  *
  * Every error is OpenAI's object {"error": {"message", "type", "param", "code"}}; client mistakes are 4xx.
+ *
+ * Replicas: the engine may serve on several replicas (the devices setting). A request may pin one with the body
+ * field "sluice_replica" or the header X-Sluice-Replica (0-based; -1 = any); a replica that does not exist is a
+ * 400 naming the field, one out of service (its device failed) a 503. /ready answers 503 once no replica is in
+ * service, and says how many are otherwise.
  */
 #include "api.h"
 
@@ -135,6 +140,7 @@ struct api {
     exchange *active;
     int draining, grace_over, stopped;
     int ready; /* the model is loaded: eng and info are set (loop thread only) */
+    int n_replicas; /* the engine's replicas, known once ready */
     int rc;    /* the process exit code */
     char **keys; /* accepted API keys (api_key and api_key_file's lines); none: no key asked for */
     int n_keys;
@@ -227,6 +233,9 @@ static void submit_err(api_err *e, sl_status st, const char *prompt_param) {
     case SL_SHUTTING_DOWN:
         fail_at(e, 503, NULL, "the server is shutting down");
         break;
+    case SL_DEVICE: /* no replica (or not the pinned one) is in service: another may be, or come back */
+        fail_at(e, 503, NULL, "%s", m);
+        break;
     default:
         fail_at(e, 500, NULL, "%s", m);
         break;
@@ -287,6 +296,40 @@ static int check_model(api *a, json_t *root, api_err *e) {
     }
     return 1;
 }
+
+/* The replica a request is pinned to: the body's "sluice_replica", else the X-Sluice-Replica header (hdr, or
+ * NULL), else -1 (the router picks). Both given and different is a mistake worth a 400 too. */
+static int get_replica(api *a, json_t *root, const char *hdr, int *out, api_err *e) {
+    long long hi = a->n_replicas - 1, x = -1;
+    int from_hdr = -2;
+    if (hdr) {
+        char *end;
+        errno = 0;
+        long v = strtol(hdr, &end, 10);
+        while (*end == ' ' || *end == '\t') end++;
+        if (!*hdr || *end || errno || v < -1 || v > hi)
+            return fail_at(e, 400, "X-Sluice-Replica", "header 'X-Sluice-Replica' is '%.40s'; it must be an integer in "
+                           "[-1, %lld] (this server has %d replicas; -1 = any)", hdr, hi, a->n_replicas);
+        from_hdr = (int)v;
+        x = v;
+    }
+    json_t *v = field(root, "sluice_replica");
+    if (v) {
+        if (!json_is_integer(v)) return fail_at(e, 400, "sluice_replica", "'sluice_replica' must be an integer");
+        x = json_integer_value(v);
+        if (x < -1 || x > hi)
+            return fail_at(e, 400, "sluice_replica", "'sluice_replica' is %lld; it must be in [-1, %lld] (this server "
+                           "has %d replicas; -1 = any)", x, hi, a->n_replicas);
+        if (from_hdr != -2 && from_hdr != x)
+            return fail_at(e, 400, "sluice_replica", "'sluice_replica' (%lld) and header 'X-Sluice-Replica' (%d) "
+                           "disagree", x, from_hdr);
+    }
+    *out = (int)x;
+    return 1;
+}
+
+/* The X-Sluice-Replica header of the request, or NULL. */
+static const char *replica_header(const sl_http_request *r) { return r->sluice_replica; }
 
 /* Known OpenAI fields Sluice does not implement: refused by name rather than silently ignored. */
 static int refuse_unsupported(json_t *root, ex_kind kind, api_err *e) {
@@ -943,8 +986,8 @@ static int exchange_on_event(exchange *ex, ev_item *it) {
         choice_state *cs = &ex->choices[idx];
         json_t *lp = ex->logprobs >= 0 && it->n_tokens && !ex->failed ? logprobs_json(ex, cs, it, 0) : NULL;
         if (it->type == SL_EVENT_FINISH) {
-            if (it->finish_reason == SL_FINISH_ERROR)
-                exchange_fail(ex, 500, it->message ? it->message : "the engine failed");
+            if (it->finish_reason == SL_FINISH_ERROR) /* a replica's device failed: others may serve a retry */
+                exchange_fail(ex, it->status == SL_DEVICE ? 503 : 500, it->message ? it->message : "the engine failed");
             else if (it->finish_reason == SL_FINISH_ABORT)
                 exchange_fail(ex, 503, "the request was cancelled: the server is shutting down");
         }
@@ -1191,7 +1234,7 @@ static int collect_prompts(json_t *v, const char *param, int max, json_t **items
     return 1;
 }
 
-static void handle_generate(api *a, sl_http_conn *c, json_t *root, ex_kind kind) {
+static void handle_generate(api *a, sl_http_conn *c, json_t *root, ex_kind kind, const char *pin_hdr) {
     api_err e = {0};
     sl_request_params proto;
     sl_request_params_init(&proto);
@@ -1217,6 +1260,7 @@ static void handle_generate(api *a, sl_http_conn *c, json_t *root, ex_kind kind)
         }
     }
     if (!parse_common(a, root, kind, &proto, j->stops, j->bias, &tmp, &e)) goto fail;
+    if (!get_replica(a, root, pin_hdr, &proto.replica, &e)) goto fail;
     j->default_max_tokens = kind == EX_CHAT && !field(root, "max_tokens") && !field(root, "max_completion_tokens");
 
     if (kind == EX_COMPLETION) {
@@ -1352,7 +1396,7 @@ fail:
     free(prompts);
 }
 
-static void handle_embeddings(api *a, sl_http_conn *c, json_t *root) {
+static void handle_embeddings(api *a, sl_http_conn *c, json_t *root, const char *pin_hdr) {
     api_err e = {0};
     json_t **inputs = calloc(API_MAX_EMBED_INPUTS, sizeof *inputs);
     submit_job *j = calloc(1, sizeof *j);
@@ -1361,11 +1405,13 @@ static void handle_embeddings(api *a, sl_http_conn *c, json_t *root) {
     exchange *ex = NULL;
     int n = 0;
     const char *fmt = NULL;
+    int pin = -1;
     if (!inputs || !tok) {
         fail_at(&e, 503, NULL, "out of memory");
         goto fail;
     }
     if (!check_model(a, root, &e)) goto fail;
+    if (!get_replica(a, root, pin_hdr, &pin, &e)) goto fail;
     if (field(root, "dimensions")) {
         fail_at(&e, 400, "dimensions", "'dimensions' is not supported: the vectors have the model's %d dimensions",
                 a->info.n_embd);
@@ -1391,6 +1437,7 @@ static void handle_embeddings(api *a, sl_http_conn *c, json_t *root) {
         sl_request_params_init(&rps[i]);
         rps[i].kind = SL_REQUEST_EMBED;
         rps[i].max_tokens = 0;
+        rps[i].replica = pin;
         if (json_is_string(inputs[i])) {
             rps[i].prompt_text = json_string_value(inputs[i]);
             rps[i].prompt_text_len = json_string_length(inputs[i]);
@@ -1599,12 +1646,23 @@ static void on_request(sl_http_conn *c, const sl_http_request *r, void *user_dat
     }
     if (!strcmp(p, "/ready")) {
         if (!get) goto method;
-        if (!a->ready)
+        sl_engine_stats st;
+        sl_engine_stats_init(&st);
+        if (!a->ready) {
             send_simple_err(c, 503, NULL, NULL, "the model is loading");
-        else if (a->draining)
+        } else if (a->draining) {
             send_simple_err(c, 503, NULL, NULL, "the server is shutting down");
-        else
-            sl_http_respond(c, 200, "application/json", "", "{\"status\":\"ready\"}", 18);
+        } else if (sl_engine_get_stats(a->eng, &st) != SL_OK || st.num_replicas_ready == 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "no replica is in service: all %d failed with device errors (see the server's "
+                     "log)", st.num_replicas);
+            send_simple_err(c, 503, NULL, NULL, msg);
+        } else {
+            char body[96];
+            int n = snprintf(body, sizeof body, "{\"status\":\"ready\",\"replicas\":%d,\"replicas_ready\":%d}",
+                             st.num_replicas, st.num_replicas_ready);
+            sl_http_respond(c, 200, "application/json", "", body, (size_t)n);
+        }
         return;
     }
     int key_ok = a->n_keys == 0;
@@ -1691,11 +1749,11 @@ static void on_request(sl_http_conn *c, const sl_http_request *r, void *user_dat
     if (!json_is_object(root)) {
         send_simple_err(c, 400, NULL, NULL, "the request body must be a JSON object");
     } else if (kind == 0) {
-        handle_generate(a, c, root, EX_COMPLETION);
+        handle_generate(a, c, root, EX_COMPLETION, replica_header(r));
     } else if (kind == 1) {
-        handle_generate(a, c, root, EX_CHAT);
+        handle_generate(a, c, root, EX_CHAT, replica_header(r));
     } else if (kind == 2) {
-        handle_embeddings(a, c, root);
+        handle_embeddings(a, c, root, replica_header(r));
     } else if (kind == 3) {
         handle_tokenize(a, c, root);
     } else {
@@ -1846,8 +1904,13 @@ static void load_done(uv_work_t *w, int status) {
             free(j);
             return;
         }
+        sl_engine_stats st;
+        sl_engine_stats_init(&st);
+        a->n_replicas = sl_engine_get_stats(a->eng, &st) == SL_OK ? st.num_replicas : 1;
         a->ready = 1;
-        printf("sluice: serving model '%s' (context %d tokens)\n", a->info.name, a->info.max_model_len);
+        printf("sluice: serving model '%s' (context %d tokens, %d replica%s on %s)\n", a->info.name,
+               a->info.max_model_len, a->n_replicas, a->n_replicas == 1 ? "" : "s",
+               a->cfg->devices && *a->cfg->devices ? a->cfg->devices : "cpu");
         fflush(stdout);
         api_maybe_stop(a); /* a signal came while loading */
     }

@@ -112,7 +112,7 @@ struct sl_http_conn {
     size_t header_bytes;    /* request line plus header bytes so far */
     size_t raw_body_bytes;  /* body bytes with chunk framing */
     int n_host, has_te, has_cl, expect_continue;
-    char *authorization, *origin;
+    char *authorization, *origin, *sluice_replica;
     int err_status;         /* the status to answer a parse error with (400 unless a callback set another) */
     const char *err_msg;
     /* The request being answered. */
@@ -361,7 +361,8 @@ static void request_reset(sl_http_conn *c) {
     c->n_host = c->has_te = c->has_cl = c->expect_continue = 0;
     free(c->authorization);
     free(c->origin);
-    c->authorization = c->origin = NULL;
+    free(c->sluice_replica);
+    c->authorization = c->origin = c->sluice_replica = NULL;
 }
 
 static int parse_fail(sl_http_conn *c, int status, const char *msg) {
@@ -414,6 +415,8 @@ static int header_done(sl_http_conn *c) {
         c->authorization = strdup(v);
     else if (!strcasecmp(f, "origin") && !c->origin)
         c->origin = strdup(v);
+    else if (!strcasecmp(f, "x-sluice-replica") && !c->sluice_replica)
+        c->sluice_replica = strdup(v);
     c->field.n = c->value.n = 0;
     if (c->field.p) c->field.p[0] = 0;
     if (c->value.p) c->value.p[0] = 0;
@@ -494,6 +497,7 @@ static void dispatch(sl_http_conn *c) {
         .body_len = c->body.n,
         .authorization = c->authorization,
         .origin = c->origin,
+        .sluice_replica = c->sluice_replica,
     };
     c->srv->on_request(c, &r, c->srv->user_data);
 }
@@ -662,6 +666,7 @@ static void on_handle_closed(uv_handle_t *h) {
     sl_buf_free(&c->resp_headers);
     free(c->authorization);
     free(c->origin);
+    free(c->sluice_replica);
     free(c);
     s->n_alloc--;
     server_maybe_free(s);

@@ -52,6 +52,7 @@ typedef struct sl_http_request {
     size_t body_len;
     const char *authorization; /* the Authorization header, or NULL */
     const char *origin;        /* the Origin header, or NULL */
+    const char *sluice_replica; /* the X-Sluice-Replica header (replica pinning, api.c), or NULL */
 } sl_http_request;
 
 typedef void (*sl_http_handler_cb)(sl_http_conn *c, const sl_http_request *req, void *user_data);

@@ -327,6 +327,10 @@ sl_status sl_metrics_render(sl_metrics *m, const sl_engine_stats *es, sl_buf *ou
     ok = ok && gauge_d(b, m, "num_requests_running", "Requests in the engine's running set.", es->num_running);
     ok = ok && gauge_d(b, m, "num_requests_waiting", "Requests waiting to be scheduled.", es->num_waiting);
     ok = ok && gauge_d(b, m, "kv_cache_usage_perc", "Fraction (0-1) of KV-cache blocks in use.", es->kv_cache_usage);
+    ok = ok && gauge_d(b, m, "replicas", "Replicas the engine started with (devices entries / tensor_parallel_size).",
+                       es->num_replicas);
+    ok = ok && gauge_d(b, m, "replicas_ready", "Replicas in service; a device error takes one out for good.",
+                       es->num_replicas_ready);
     ok = ok && counter_u(b, m, "prompt_tokens_total", "Prompt tokens of finished requests.",
                          atomic_load(&m->prompt_tokens));
     ok = ok && counter_u(b, m, "prompt_tokens_cached_total", "Prompt tokens whose KV came from the prefix cache.",

@@ -63,6 +63,11 @@
  *   block_size 8..128, powers of two: a slot's (block, offset) is a shift and a mask; above 128 the
  *       half-filled last block of every sequence wastes more memory than paging saves.
  *   kv_cache_size <= 16TiB: more than any host or GPU has; keeps byte counts far from overflow.
+ *   devices: at most 256 entries (batching/placement.h), past any host's GPU count; each entry is cpu, a CUDA
+ *       ordinal below 256, or cuda:N. Their number must be a multiple of tensor_parallel_size; a CUDA entry on
+ *       a machine without that GPU is refused when the engine starts, not here (the config does not probe).
+ *   tensor_parallel_size 1..64: every layer all-reduces across all ranks twice, so past a few dozen ranks a
+ *       replica of any model we serve would spend its step communicating; 64 also bounds per-rank tables.
  *   port <= 65535: a TCP port; 0 lets the kernel pick one.
  *   max_connections <= 65536: each connection holds a file descriptor and a few KiB; more than one process's
  *       usual descriptor limit.
@@ -111,6 +116,14 @@
       "exact: activations stay f32.")                                                                       \
     X("Engine", enable_prefix_caching, BOOL, 0, "true", 0, 0, NULL,                                         \
       "Reuse the KV cache of identical prompt prefixes across requests.")                                   \
+    X("Engine", devices, STRING, 0, "cpu", 0, 0, NULL,                                                      \
+      "Devices to serve on, comma-separated: cpu, or a CUDA ordinal (0, cuda:1), per entry. Consecutive "    \
+      "groups of tensor_parallel_size entries form one replica (a copy of the model with its own KV cache "  \
+      "of kv_cache_size); replicas serve side by side and each request goes to the one expected to finish "  \
+      "it first. cpu,cpu: two CPU replicas sharing the threads evenly.")                                   \
+    X("Engine", tensor_parallel_size, INT, 0, "1", 1, 64, NULL,                                             \
+      "Devices per replica: each layer is split over this many consecutive devices entries. The number of "  \
+      "entries must be a multiple of it.")                                                                  \
     X("Server", host, STRING, 0, "127.0.0.1", 0, 0, NULL, "Address the HTTP server listens on.")             \
     X("Server", port, INT, 0, "8080", 0, 65535, NULL, "TCP port of the HTTP server; 0: any free port.")      \
     X("Server", api_key, STRING, 0, "", 0, 0, NULL,                                                         \

@@ -104,6 +104,13 @@ typedef struct sl_engine_params {
     int enable_prefix_caching;     /* reuse KV blocks of identical prompt prefixes */
     int64_t max_waiting_tokens;    /* bound on the prompt tokens of waiting requests (a lone request is always
                                     * accepted, whatever its size); beyond it submit returns SL_QUEUE_FULL */
+    /* Placement (DESIGN.md §4). devices: comma-separated entries, each "cpu" or a CUDA ordinal ("0", "cuda:1");
+     * consecutive groups of tensor_parallel_size entries form one replica, and the replicas serve side by side
+     * (data parallel), each with its own copy of the model and its own KV pool of kv_cache_bytes. CPU replicas
+     * split n_threads evenly. "cpu,cpu" = two CPU replicas; "0,1,2,3" with tensor_parallel_size 2 = two replicas
+     * of two GPUs. NULL or "" = "cpu". A CUDA entry the machine lacks is refused by sl_engine_create. */
+    const char *devices;           /* default "cpu" */
+    int tensor_parallel_size;      /* devices per replica, 1..64; default 1 */
 } sl_engine_params;
 
 #define SL_DEFAULT_MAX_NUM_SEQS 64
@@ -227,12 +234,15 @@ typedef struct sl_request_params {
     int64_t deadline_us;            /* absolute, on sl_now_us()'s clock; 0 = none */
     sl_event_cb callback;           /* NULL: events go to the request's queue (sl_request_next_event) */
     void *user_data;
+    int replica;                    /* -1 (default): the router picks; else run on this replica (0-based).
+                                     * One that does not exist: SL_INVALID_ARGUMENT; one out of service: SL_DEVICE */
 } sl_request_params;
 
 SL_API void sl_request_params_init(sl_request_params *p);
 
-/* Validates and enqueues. On success *out is a handle the caller must release with sl_request_free().
- * SL_QUEUE_FULL means try later; SL_CONTEXT_OVERFLOW means prompt + max_tokens exceeds the context. */
+/* Validates and enqueues on one replica (the router's choice, or the pinned one). On success *out is a handle the
+ * caller must release with sl_request_free(). SL_QUEUE_FULL means try later; SL_CONTEXT_OVERFLOW means prompt +
+ * max_tokens exceeds the context; SL_DEVICE means no replica (or not the pinned one) is in service. */
 SL_API sl_status sl_request_submit(sl_engine_t *eng, const sl_request_params *params, sl_request_t **out);
 /* Asks the engine to stop the request at the next step boundary; a final event with SL_FINISH_ABORT follows. */
 SL_API void sl_request_cancel(sl_request_t *req);
@@ -337,6 +347,9 @@ typedef struct sl_engine_stats {
      * (and more than the previous bound); the last slot counts the larger ones. */
     uint64_t steps_by_tokens[SL_STEP_TOKEN_BUCKETS];
     uint64_t step_tokens_total;     /* tokens run in all steps (recomputed ones included) */
+    /* Counters and running/waiting above are sums over the replicas; kv_cache_usage is over those in service. */
+    int num_replicas;               /* replicas the engine was created with */
+    int num_replicas_ready;         /* those still in service (a device error takes one out for good) */
 } sl_engine_stats;
 
 SL_API void sl_engine_stats_init(sl_engine_stats *s);

@@ -81,6 +81,8 @@ class EngineParams(Structure):
         ("precision", c_int),
         ("enable_prefix_caching", c_int),
         ("max_waiting_tokens", ctypes.c_int64),
+        ("devices", c_char_p),  # "cpu", "0,1", "cpu,cpu": entries grouped by tensor_parallel_size into replicas
+        ("tensor_parallel_size", c_int),
     ]
 
 
@@ -159,6 +161,7 @@ class RequestParamsC(Structure):
         ("deadline_us", c_int64),
         ("callback", c_void_p),  # always NULL here: the bindings read the request's queue
         ("user_data", c_void_p),
+        ("replica", c_int),  # -1: the router picks
     ]
 
 
@@ -219,6 +222,8 @@ class EngineStatsC(Structure):
         ("busy_seconds_total", ctypes.c_double),
         ("steps_by_tokens", c_uint64 * 13),  # SL_STEP_TOKEN_BUCKETS
         ("step_tokens_total", c_uint64),
+        ("num_replicas", c_int),
+        ("num_replicas_ready", c_int),
     ]
 
 

@@ -1,0 +1,15 @@
+/*
+ * engine_internal.h — what the engine shows of its replicas beyond the public API, for tests and tools that
+ * link the batching layer directly (the server and the bindings see only include/sluice/sluice.h).
+ */
+#ifndef SL_ENGINE_INTERNAL_H
+#define SL_ENGINE_INTERNAL_H
+
+#include "sluice/sluice.h"
+
+/* Replicas the engine was created with (dead ones included). */
+int sl__engine_n_replicas(const sl_engine_t *e);
+/* One replica's counters and gauges (num_replicas = 1, num_replicas_ready = whether it is in service). */
+sl_status sl__engine_replica_stats(sl_engine_t *e, int index, sl_engine_stats *s);
+
+#endif /* SL_ENGINE_INTERNAL_H */
