@@ -349,8 +349,10 @@ static int seq_grow_blocks(sl_engine_t *e, sl_seq *s, int n_tokens) { return sl_
 static int seq_match_prefix(sl_engine_t *e, sl_seq *s) {
     if (!e->params.enable_prefix_caching || s->req->prompt_logprobs >= 0) return 0;
     int hit = sl_kv_blocks_match(e->kv, &s->kv, s->req->kv_ns, s->tokens, s->n_tokens);
-    s->n_computed = hit;
-    return hit;
+    /* The last token always runs, for its logits; when its block came from the cache too, its K/V goes to
+     * the sink slot (build_batch), since the shared block already holds them. */
+    s->n_computed = SL_MIN(hit, s->n_tokens - 1);
+    return s->n_computed;
 }
 
 /* ---- finishing --------------------------------------------------------------------------------------------------------------- */
@@ -940,7 +942,12 @@ static void build_batch(sl_engine_t *e, sl_batch *b, int n_rows) {
             e->b_tokens[row] = s->tokens[p];
             e->b_pos[row] = p;
             e->b_seq[row] = i;
-            e->b_slot[row] = (int64_t)s->kv.ids[p / e->block_size] * e->block_size + p % e->block_size;
+            /* A token inside a block taken from the prefix cache (recomputed for its logits only) writes its
+             * K/V to the sink: the shared block already holds the same values, and other sequences read it. */
+            if (p / e->block_size < s->kv.n_hashed)
+                e->b_slot[row] = (int64_t)e->n_blocks_total * e->block_size;
+            else
+                e->b_slot[row] = (int64_t)s->kv.ids[p / e->block_size] * e->block_size + p % e->block_size;
             int last = p == s->n_tokens - 1;
             uint8_t out = SL_OUT_NONE;
             if (last && s->req->kind == SL_REQUEST_EMBED)
@@ -1305,7 +1312,9 @@ static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engin
                           e->max_len);
     if (n_blocks > (1u << 30)) n_blocks = 1u << 30;
     e->n_blocks_total = (int)n_blocks;
-    if ((st = sl_model_kv_alloc(e->model, e->n_blocks_total, e->block_size, p->kv_dtype)) != SL_OK) return st;
+    /* One block more than the block manager hands out: the sink, a write-only slot for recomputed tokens whose
+     * K/V the prefix cache already holds (build_batch). */
+    if ((st = sl_model_kv_alloc(e->model, e->n_blocks_total + 1, e->block_size, p->kv_dtype)) != SL_OK) return st;
     if ((st = sl_kv_blocks_create(e->n_blocks_total, e->block_size, p->enable_prefix_caching, &e->kv)) != SL_OK)
         return st;
     atomic_store(&e->kv_free, e->n_blocks_total);

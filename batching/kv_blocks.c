@@ -202,7 +202,9 @@ int sl_kv_blocks_match(sl_kv_blocks *m, sl_kv_table *t, uint64_t ns, const int32
     t->n_hashed = 0;
     t->tail_key = KV_CHAIN_ROOT;
     if (!m->caching || n_tokens < 1) return 0;
-    int max_blocks = (n_tokens - 1) / m->block_size; /* the last token is always computed */
+    /* Every full block may match, the last token's too: the engine recomputes that token for its logits and
+     * sends its K/V (identical to what the block holds) to a sink slot instead of the shared block. */
+    int max_blocks = n_tokens / m->block_size;
     for (int i = 0; i < max_blocks; i++) {
         const int32_t *bt = tokens + (size_t)i * m->block_size;
         uint64_t key = chain_key(t->tail_key, ns, bt, m->block_size);

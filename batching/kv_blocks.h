@@ -50,8 +50,9 @@ void sl_kv_blocks_free(sl_kv_blocks *m);
 /* The namespace of a tenant's blocks (NULL or "" = the default tenant). */
 uint64_t sl_kv_namespace(const char *tenant);
 
-/* For an empty table: takes a reference on every cached full block of tokens[0 .. n_tokens - 1) (the last
- * token is always left to compute) and returns how many tokens they cover (a multiple of block_size). */
+/* For an empty table: takes a reference on every cached full block of tokens[0 .. n_tokens) and returns how
+ * many tokens they cover (a multiple of block_size; possibly all n_tokens, when the caller still computes the
+ * last one for its logits without writing into the shared block). */
 int sl_kv_blocks_match(sl_kv_blocks *m, sl_kv_table *t, uint64_t ns, const int32_t *tokens, int n_tokens);
 
 /* Makes t hold blocks for its first n_tokens tokens. Returns 1, or 0 when too few blocks are free (then t is

@@ -174,16 +174,22 @@ Test(engine_prefix, exact_multiple_of_block_size, .timeout = 60) {
     run_one(off, p, 2 * BLOCK, 10, 0.0f, 1, NULL, &want);
     run_one(on, p, 2 * BLOCK, 10, 0.0f, 1, NULL, &a);
     run_one(on, p, 2 * BLOCK, 10, 0.0f, 1, NULL, &b);
-    /* both blocks are cached, but the last prompt token's logits must be computed: the block holding it runs */
-    cr_assert_eq(b.usage.cached_prompt_tokens, BLOCK);
+    /* both blocks are cached; only the last prompt token runs again, for its logits */
+    cr_assert_eq(b.usage.cached_prompt_tokens, 2 * BLOCK - 1);
     assert_same(&want, &a, 1, "first");
     assert_same(&want, &b, 1, "with the cache");
-    /* a one-block prompt: nothing can be reused, and nothing breaks */
-    result c, d;
+    /* a one-block prompt (a prefix of the first, so cached already) reuses all but its last token */
+    result c, d, c_off;
+    run_one(off, p, BLOCK, 5, 0.0f, 1, NULL, &c_off);
     run_one(on, p, BLOCK, 5, 0.0f, 1, NULL, &c);
     run_one(on, p, BLOCK, 5, 0.0f, 1, NULL, &d);
-    cr_assert_eq(d.usage.cached_prompt_tokens, 0);
-    assert_same(&c, &d, 1, "one block");
+    cr_assert_eq(d.usage.cached_prompt_tokens, BLOCK - 1);
+    assert_same(&c_off, &c, 1, "one block");
+    assert_same(&c_off, &d, 1, "one block, again");
+    /* and the shared blocks were not disturbed: the two-block prompt still decodes the same */
+    result e2;
+    run_one(on, p, 2 * BLOCK, 10, 0.0f, 1, NULL, &e2);
+    assert_same(&want, &e2, 1, "after the one-block prompts");
     sl_engine_free(on);
     sl_engine_free(off);
 }
