@@ -33,6 +33,12 @@ typedef struct sl_cpu_ctx {
     float *attn_scratch;   /* [n_threads][max_ctx] attention scores, one row per thread */
     uint8_t *xq;           /* quantized activations, [n_rows][row bytes]; grows to the largest batch seen */
     size_t xq_cap;
+    /* RoPE angles of the last positions seen, [rope_n][rope_rot] (cos, sin pairs): every layer's Q and K of a
+     * step rotate by the same positions, so the pow and sincos run once per step, not 2 x n_layer times. */
+    float *rope_cs;
+    int32_t *rope_pos;     /* [rope_n] the positions they belong to */
+    int rope_n, rope_cap, rope_rot;
+    float rope_base, rope_scale;
 } sl_cpu_ctx;
 
 /* ---- memory ------------------------------------------------------------------------------------------------ */
@@ -193,7 +199,8 @@ typedef struct {
     float *y;
     const int32_t *pos;
     int n_rows, dim, n_heads, head_dim, n_rot;
-    float eps, freq_base, freq_scale;
+    float eps;
+    const float *cs; /* RoPE: [n_rows][n_rot] angles */
 } sl_row_task;
 
 static void rms_norm_task(void *arg, int ith, int nth) {
@@ -209,8 +216,8 @@ static void rope_task(void *arg, int ith, int nth) {
     int r0, r1;
     sl_split_range(t->n_rows, 1, ith, nth, &r0, &r1);
     for (int r = r0; r < r1; r++)
-        sl_k_rope(t->y + (size_t)r * t->n_heads * t->head_dim, t->n_heads, t->head_dim, t->n_rot, t->pos[r],
-                  t->freq_base, t->freq_scale);
+        sl_k_rope_apply(t->y + (size_t)r * t->n_heads * t->head_dim, t->n_heads, t->head_dim, t->n_rot,
+                        t->cs + (size_t)r * t->n_rot);
 }
 
 static void swiglu_task(void *arg, int ith, int nth) {
@@ -237,8 +244,32 @@ static sl_status cpu_rms_norm(void *ctx, const float *x, const float *weight, fl
 
 static sl_status cpu_rope(void *ctx, float *x, const int32_t *pos, int n_rows, int n_heads, int head_dim, int n_rot,
                           float freq_base, float freq_scale) {
+    sl_cpu_ctx *c = ctx;
+    if (n_rot > head_dim) n_rot = head_dim;
+    if (n_rot > SL_K_ROPE_MAX_ROT) return sl__errorf(SL_INVALID_ARGUMENT, "rope over %d dimensions", n_rot);
+    int same = c->rope_n == n_rows && c->rope_rot == n_rot && c->rope_base == freq_base &&
+               c->rope_scale == freq_scale && !memcmp(c->rope_pos, pos, (size_t)n_rows * sizeof *pos);
+    if (!same) {
+        if (n_rows > c->rope_cap || (size_t)n_rows * (size_t)n_rot > (size_t)c->rope_cap * (size_t)c->rope_rot) {
+            float *cs = sl__realloc(c->rope_cs, (size_t)n_rows * (size_t)n_rot * sizeof(float));
+            if (cs) c->rope_cs = cs;
+            int32_t *ps = cs ? sl__realloc(c->rope_pos, (size_t)n_rows * sizeof(int32_t)) : NULL;
+            if (ps) c->rope_pos = ps;
+            c->rope_n = 0; /* the cache is invalid until refilled */
+            if (!cs || !ps) return sl__errorf(SL_OUT_OF_MEMORY, "rope angles for %d rows", n_rows);
+            c->rope_cap = n_rows;
+            c->rope_rot = n_rot;
+        }
+        for (int r = 0; r < n_rows; r++)
+            sl_k_rope_angles(pos[r], n_rot, freq_base, freq_scale, c->rope_cs + (size_t)r * n_rot);
+        memcpy(c->rope_pos, pos, (size_t)n_rows * sizeof *pos);
+        c->rope_n = n_rows;
+        c->rope_rot = n_rot;
+        c->rope_base = freq_base;
+        c->rope_scale = freq_scale;
+    }
     sl_row_task t = {.y = x, .pos = pos, .n_rows = n_rows, .n_heads = n_heads, .head_dim = head_dim,
-                     .n_rot = n_rot, .freq_base = freq_base, .freq_scale = freq_scale};
+                     .n_rot = n_rot, .cs = c->rope_cs};
     run_rows(ctx, rope_task, &t, (size_t)n_rows * (size_t)n_heads * (size_t)head_dim * 8);
     return SL_OK;
 }
@@ -310,6 +341,8 @@ static void cpu_free(void *ctx) {
     sl_threadpool_free(c->pool);
     free(c->attn_scratch);
     free(c->xq);
+    free(c->rope_cs);
+    free(c->rope_pos);
     free(c);
 }
 

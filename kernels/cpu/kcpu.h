@@ -91,6 +91,11 @@ void sl_k_rms_norm(const float *x, const float *w, float *y, int n, float eps);
 /* In-place RoPE, llama "normal" layout: within each head, adjacent pairs (2i, 2i+1) rotate by
  * pos * freq_scale * base^(-2i/n_rot). x: [n_heads][head_dim]; only the first n_rot dims rotate. */
 void sl_k_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float freq_base, float freq_scale);
+/* The same in two halves, so the angles of a position are computed once for every layer and head:
+ * cs[2i], cs[2i + 1] = cos, sin of pair i's angle (n_rot <= SL_K_ROPE_MAX_ROT), then the rotation. */
+#define SL_K_ROPE_MAX_ROT 1024 /* the model loader's bound on head_dim */
+void sl_k_rope_angles(int32_t pos, int n_rot, float freq_base, float freq_scale, float *cs);
+void sl_k_rope_apply(float *x, int n_heads, int head_dim, int n_rot, const float *cs);
 /* out = silu(gate) * up, n elements (out may alias gate). */
 void sl_k_swiglu(const float *gate, const float *up, float *out, int64_t n);
 /* y += x, n elements. */

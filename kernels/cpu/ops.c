@@ -53,15 +53,22 @@ void sl_k_rms_norm(const float *x, const float *w, float *y, int n, float eps) {
 
 /* ---- RoPE ------------------------------------------------------------------------------------------------ */
 
-void sl_k_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float freq_base, float freq_scale) {
-    if (n_rot > head_dim) n_rot = head_dim;
+void sl_k_rope_angles(int32_t pos, int n_rot, float freq_base, float freq_scale, float *cs) {
     for (int i = 0; i < n_rot / 2; i++) {
         /* The angle in double: a float angle pos * theta_i is off by up to pos * 2^-24 rad (2e-3 rad at
          * pos 32768, moving a rotated pair by 0.2% of its length). cos and sin are then rounded to float once. */
         const double theta = (double)pos * (double)freq_scale * pow((double)freq_base, -2.0 * i / (double)n_rot);
         double sd, cd;
         sincos(theta, &sd, &cd);
-        const float c = (float)cd, s = (float)sd;
+        cs[2 * i] = (float)cd;
+        cs[2 * i + 1] = (float)sd;
+    }
+}
+
+void sl_k_rope_apply(float *x, int n_heads, int head_dim, int n_rot, const float *cs) {
+    if (n_rot > head_dim) n_rot = head_dim;
+    for (int i = 0; i < n_rot / 2; i++) {
+        const float c = cs[2 * i], s = cs[2 * i + 1];
         for (int h = 0; h < n_heads; h++) {
             float *p = x + (size_t)h * head_dim + 2 * i;
             const double x0 = p[0], x1 = p[1];
@@ -70,6 +77,13 @@ void sl_k_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, floa
             p[1] = (float)(x0 * s + x1 * c);
         }
     }
+}
+
+void sl_k_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float freq_base, float freq_scale) {
+    if (n_rot > head_dim) n_rot = head_dim;
+    float cs[SL_K_ROPE_MAX_ROT];
+    sl_k_rope_angles(pos, n_rot, freq_base, freq_scale, cs);
+    sl_k_rope_apply(x, n_heads, head_dim, n_rot, cs);
 }
 
 /* ---- SwiGLU, add, softmax: the AVX2 loops do whole vectors and return where the scalar tail starts ------ */
