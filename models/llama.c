@@ -10,32 +10,47 @@
  * All compute goes through the backend (runtime/backend.h); this file decides shapes and order only. Weights
  * and norm vectors are placed on the backend at load (on the CPU they stay in the file's mapping), the
  * activations live in backend memory, and only the outputs asked for come back to the host.
+ *
+ * Tensor parallelism (DESIGN.md §4): a context here is one RANK of tp ranks (tp = 1: the whole model). A rank
+ * holds a contiguous range of the query heads, of the KV heads and of the MLP rows: Q, K, V, gate and up are
+ * split by rows (column-parallel: each rank computes its own heads / hidden units), attn_output and ffn_down
+ * by columns (row-parallel: each rank's product is a partial sum of the full output), and one all-reduce after
+ * each of those two adds the partial sums, so every rank's residual stream stays identical. The embedding,
+ * the norms and the output projection are not split: every rank keeps them (on the CPU they are the file's
+ * mapping, shared at no cost), every rank looks up its own embeddings, and rank 0 alone computes the outputs.
+ * llama_tp.c runs the ranks side by side.
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "backend.h"
+#include "comm.h"
 #include "gguf.h"
 #include "kcpu.h"
 #include "llama.h"
 #include "sl_util.h"
 
+/* Shapes are the rank's: n_head, n_head_kv and n_ff below are the rank's shares (the model's / tp). */
 typedef struct llama_layer {
     const float *attn_norm; /* [n_embd] */
     const float *ffn_norm;  /* [n_embd] */
-    sl_weight wq;           /* [n_head * head_dim][n_embd] */
+    sl_weight wq;           /* [n_head * head_dim][n_embd], the rank's heads (rows of the file's tensor) */
     sl_weight wk;           /* [n_head_kv * head_dim][n_embd] */
     sl_weight wv;           /* [n_head_kv * head_dim][n_embd] */
-    sl_weight wo;           /* [n_embd][n_head * head_dim] */
+    sl_weight wo;           /* [n_embd][n_head * head_dim]: the rank's columns, rows are the file's full rows */
     sl_weight w_gate;       /* [n_ff][n_embd] */
     sl_weight w_up;         /* [n_ff][n_embd] */
-    sl_weight w_down;       /* [n_embd][n_ff] */
+    sl_weight w_down;       /* [n_embd][n_ff]: the rank's columns, as wo */
 } llama_layer;
 
 typedef struct llama_ctx {
     sl_backend *backend;
     const sl_model_hparams *hp;
+    int rank, tp;              /* this rank of tp (tp = 1: the whole model) */
+    int n_head, n_head_kv, n_ff; /* the rank's shares of hp's */
+    sl_comm *comm;             /* the rank's communicator; NULL when tp = 1 */
+    uint64_t layer_weight_bytes; /* bytes of the layers' matrices this rank holds (its slices) */
     sl_weight tok_embd;        /* [n_vocab][n_embd] */
     sl_weight output;          /* [n_vocab][n_embd]; the token embedding when tied */
     const float *output_norm;  /* [n_embd] */
@@ -85,25 +100,49 @@ static sl_status get_tensor(const sl_gguf *g, const char *name, int64_t ne0, int
     return SL_OK;
 }
 
-static sl_status load_weight(llama_ctx *c, const sl_gguf *g, const char *name, int n_in, int n_out, sl_weight *w) {
+/* How a layer weight is divided between the ranks of a tensor-parallel group. */
+typedef enum split_kind {
+    SPLIT_NONE = 0, /* every rank holds all of it */
+    SPLIT_ROWS = 1, /* column-parallel: rank r holds rows [r * n_out / tp, (r + 1) * n_out / tp) */
+    SPLIT_COLS = 2, /* row-parallel: rank r holds that range of every row's columns */
+} split_kind;
+
+static sl_status load_weight_split(llama_ctx *c, const sl_gguf *g, const char *name, int n_in, int n_out,
+                                   split_kind split, sl_weight *w) {
     const sl_gguf_tensor *t;
     sl_status st = get_tensor(g, name, n_in, n_out, &t);
     if (st != SL_OK) return st;
     if (!sl_dtype_supported(t->type))
         return sl__errorf(SL_UNSUPPORTED, "tensor '%s' has type %s, which Sluice cannot compute with yet", name,
                           sl_dtype_name(t->type) ? sl_dtype_name(t->type) : "unknown");
-    w->type = t->type;
-    w->n_in = n_in;
-    w->n_out = n_out;
-    w->row_bytes = sl_dtype_row_bytes(t->type, n_in);
-    if (w->row_bytes == 0)
+    size_t full_row_bytes = sl_dtype_row_bytes(t->type, n_in);
+    if (full_row_bytes == 0)
         return sl__errorf(SL_BAD_FORMAT, "tensor '%s': row length %d is not a multiple of %s's block", name, n_in,
                           sl_dtype_name(t->type));
-    sl_weight host = *w;
-    host.data = t->data;
+    sl_weight host = {.data = t->data, .type = t->type, .n_in = n_in, .n_out = n_out, .row_bytes = full_row_bytes};
+    if (split == SPLIT_ROWS && c->tp > 1) {
+        host.n_out = n_out / c->tp;
+        host.data = (const uint8_t *)t->data + (size_t)c->rank * (size_t)host.n_out * full_row_bytes;
+    } else if (split == SPLIT_COLS && c->tp > 1) {
+        /* A slice of every row: it must start and end on the type's block boundaries, since a quantized
+         * block cannot be cut (e.g. Q4_1's 32 values share one scale). */
+        int part = n_in / c->tp, col0 = c->rank * part, blk = sl_dtype_block_elems(t->type);
+        if (blk <= 0 || part % blk != 0)
+            return sl__errorf(SL_UNSUPPORTED,
+                              "tensor '%s' (%s): tensor parallel size %d gives each rank %d of its %d columns, not a "
+                              "whole number of %s's %d-value blocks",
+                              name, sl_dtype_name(t->type), c->tp, part, n_in, sl_dtype_name(t->type), blk);
+        host.n_in = part;
+        host.data = (const uint8_t *)t->data + (size_t)(col0 / blk) * sl_dtype_block_bytes(t->type);
+    }
+    *w = host;
     st = sl_backend_upload_weight(c->backend, &host, w);
     if (st != SL_OK) return sl__error_prefix(st, "placing tensor '%s'", name);
     return SL_OK;
+}
+
+static sl_status load_weight(llama_ctx *c, const sl_gguf *g, const char *name, int n_in, int n_out, sl_weight *w) {
+    return load_weight_split(c, g, name, n_in, n_out, SPLIT_NONE, w);
 }
 
 /* A norm vector (host memory, f32) placed on the backend: itself on the CPU, a device copy elsewhere. */
@@ -152,11 +191,12 @@ static sl_status load_norm(llama_ctx *c, const sl_gguf *g, const char *name, int
 /* The activation buffers with their sizes in floats for cap tokens (order shared by alloc and free). */
 static int activation_bufs(llama_ctx *c, size_t T, float ***p, size_t *n) {
     const sl_model_hparams *hp = c->hp;
-    size_t E = (size_t)hp->n_embd, qd = (size_t)hp->n_head * (size_t)hp->head_dim,
-           kvd = (size_t)hp->n_head_kv * (size_t)hp->head_dim, F = (size_t)hp->n_ff;
+    size_t E = (size_t)hp->n_embd, qd = (size_t)c->n_head * (size_t)hp->head_dim,
+           kvd = (size_t)c->n_head_kv * (size_t)hp->head_dim, F = (size_t)c->n_ff;
     float **ptrs[] = {&c->x, &c->xb, &c->xb2, &c->q, &c->k, &c->v, &c->att, &c->ffg, &c->ffu, &c->logits_dev};
+    /* logits_dev: only rank 0 computes outputs, and only a device backend needs the staging buffer */
     size_t sizes[] = {T * E, T * E, T * E, T * qd, T * kvd, T * kvd, T * qd, T * F, T * F,
-                      c->backend->iface->weights_in_host_memory ? 0 : T * (size_t)hp->n_vocab};
+                      c->backend->iface->weights_in_host_memory || c->rank != 0 ? 0 : T * (size_t)hp->n_vocab};
     for (size_t i = 0; i < SL_ARRAY_LEN(ptrs); i++) {
         p[i] = ptrs[i];
         n[i] = sizes[i];
@@ -209,11 +249,25 @@ static void llama_free(void *ctx) {
 }
 
 sl_status sl_llama_load(const sl_gguf *g, const sl_model_hparams *hp, sl_backend *backend, void **ctx_out) {
+    return sl_llama_load_rank(g, hp, backend, 0, 1, NULL, ctx_out);
+}
+
+sl_status sl_llama_load_rank(const sl_gguf *g, const sl_model_hparams *hp, sl_backend *backend, int rank, int tp,
+                             sl_comm *comm, void **ctx_out) {
     *ctx_out = NULL;
+    /* model.c checked the sizes with a message for the user; here they are our own invariants */
+    SL_ASSERT(tp >= 1 && rank >= 0 && rank < tp && (tp == 1 || comm));
+    SL_ASSERT(hp->n_head % tp == 0 && hp->n_head_kv % tp == 0 && hp->n_ff % tp == 0);
     llama_ctx *c = sl__calloc(1, sizeof *c);
     if (!c) return sl__errorf(SL_OUT_OF_MEMORY, "llama context");
     c->backend = backend;
     c->hp = hp;
+    c->rank = rank;
+    c->tp = tp;
+    c->comm = tp > 1 ? comm : NULL;
+    c->n_head = hp->n_head / tp;
+    c->n_head_kv = hp->n_head_kv / tp;
+    c->n_ff = hp->n_ff / tp;
     sl_status st = SL_OK;
     int E = hp->n_embd, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
     c->layers = sl__calloc((size_t)hp->n_layer, sizeof *c->layers);
@@ -231,16 +285,17 @@ sl_status sl_llama_load(const sl_gguf *g, const sl_model_hparams *hp, sl_backend
     for (int l = 0; l < hp->n_layer; l++) {
         llama_layer *L = &c->layers[l];
         char name[96];
-#define LW(field, suffix, n_in, n_out)                                                                              \
+#define LW(field, suffix, cols, rows, split)                                                                        \
     snprintf(name, sizeof name, "blk.%d." suffix ".weight", l);                                                     \
-    if ((st = load_weight(c, g, name, n_in, n_out, &L->field)) != SL_OK) goto fail
-        LW(wq, "attn_q", E, qd);
-        LW(wk, "attn_k", E, kvd);
-        LW(wv, "attn_v", E, kvd);
-        LW(wo, "attn_output", qd, E);
-        LW(w_gate, "ffn_gate", E, hp->n_ff);
-        LW(w_up, "ffn_up", E, hp->n_ff);
-        LW(w_down, "ffn_down", hp->n_ff, E);
+    if ((st = load_weight_split(c, g, name, cols, rows, split, &L->field)) != SL_OK) goto fail;                      \
+    c->layer_weight_bytes += (uint64_t)L->field.n_out * sl_dtype_row_bytes(L->field.type, L->field.n_in)
+        LW(wq, "attn_q", E, qd, SPLIT_ROWS);
+        LW(wk, "attn_k", E, kvd, SPLIT_ROWS);
+        LW(wv, "attn_v", E, kvd, SPLIT_ROWS);
+        LW(wo, "attn_output", qd, E, SPLIT_COLS);
+        LW(w_gate, "ffn_gate", E, hp->n_ff, SPLIT_ROWS);
+        LW(w_up, "ffn_up", E, hp->n_ff, SPLIT_ROWS);
+        LW(w_down, "ffn_down", hp->n_ff, E, SPLIT_COLS);
 #undef LW
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
         if ((st = load_norm(c, g, name, E, &L->attn_norm)) != SL_OK) goto fail;
@@ -274,7 +329,7 @@ sl_status sl_llama_kv_alloc(void *ctx, int n_blocks, int block_size, int kv_type
     }
     size_t el = kv_type == SL_DTYPE_F16 ? 2 : 4;
     c->n_slots = (int64_t)n_blocks * block_size;
-    c->pool_bytes = (size_t)c->n_slots * (size_t)hp->n_head_kv * (size_t)hp->head_dim * el;
+    c->pool_bytes = (size_t)c->n_slots * (size_t)c->n_head_kv * (size_t)hp->head_dim * el; /* the rank's heads */
     c->kv_type = kv_type;
     c->block_size = block_size;
     c->k_pool = sl__calloc((size_t)hp->n_layer, sizeof(void *));
@@ -339,7 +394,7 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
             return sl__errorf(SL_INTERNAL, "batch row %d: sequence %d outside [0, %d)", i, b->seq[i], b->n_seqs);
     }
     CHECK(ensure_capacity(c, T));
-    const int E = hp->n_embd, hd = hp->head_dim, F = hp->n_ff;
+    const int E = hp->n_embd, hd = hp->head_dim, F = c->n_ff;
     for (int i = 0; i < T; i++) {
         c->row_seq[i] = b->seq[i];
         c->row_n_ctx[i] = b->pos[i] + 1;
@@ -349,7 +404,7 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
                         .block_size = c->block_size};
     CHECK(sl_backend_begin_step(be, &ix));
     sl_attn_args aa = {
-        .kv_type = c->kv_type, .n_head = hp->n_head, .n_head_kv = hp->n_head_kv, .head_dim = hd,
+        .kv_type = c->kv_type, .n_head = c->n_head, .n_head_kv = c->n_head_kv, .head_dim = hd,
         .block_size = c->block_size, .scale = 1.0f / sqrtf((float)hd), .block_tables = b->block_tables,
         .row_seq = c->row_seq, .row_n_ctx = c->row_n_ctx,
     };
@@ -362,15 +417,16 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
         const sl_weight *qkv[] = {&L->wq, &L->wk, &L->wv};
         float *const qkv_out[] = {c->q, c->k, c->v};
         CHECK(sl_backend_matmul_multi(be, 3, qkv, c->xb, T, qkv_out));
-        CHECK(sl_backend_rope(be, c->q, b->pos, T, hp->n_head, hd, hp->n_rot, hp->rope_freq_base, hp->rope_freq_scale));
-        CHECK(sl_backend_rope(be, c->k, b->pos, T, hp->n_head_kv, hd, hp->n_rot, hp->rope_freq_base,
+        CHECK(sl_backend_rope(be, c->q, b->pos, T, c->n_head, hd, hp->n_rot, hp->rope_freq_base, hp->rope_freq_scale));
+        CHECK(sl_backend_rope(be, c->k, b->pos, T, c->n_head_kv, hd, hp->n_rot, hp->rope_freq_base,
                               hp->rope_freq_scale));
-        CHECK(sl_backend_kv_store(be, c->k_pool[l], c->v_pool[l], c->kv_type, c->k, c->v, b->slot, T, hp->n_head_kv,
+        CHECK(sl_backend_kv_store(be, c->k_pool[l], c->v_pool[l], c->kv_type, c->k, c->v, b->slot, T, c->n_head_kv,
                                   hd));
         aa.k_pool = c->k_pool[l];
         aa.v_pool = c->v_pool[l];
         CHECK(sl_backend_attention(be, c->q, c->att, T, &aa));
         CHECK(sl_backend_matmul(be, &L->wo, c->att, T, c->xb2));
+        if (c->comm) CHECK(sl_comm_all_reduce_sum(c->comm, c->xb2, (size_t)T * E)); /* partial sums of the heads */
         CHECK(sl_backend_add(be, c->x, c->xb2, (size_t)T * E));
         /* MLP block */
         CHECK(sl_backend_rms_norm(be, c->x, L->ffn_norm, c->xb, T, E, hp->rms_eps));
@@ -379,10 +435,13 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
         CHECK(sl_backend_matmul_multi(be, 2, gu, c->xb, T, gu_out));
         CHECK(sl_backend_swiglu(be, c->ffg, c->ffu, c->ffg, T, F));
         CHECK(sl_backend_matmul(be, &L->w_down, c->ffg, T, c->xb2));
+        if (c->comm) CHECK(sl_comm_all_reduce_sum(c->comm, c->xb2, (size_t)T * E)); /* partial sums of the MLP */
         CHECK(sl_backend_add(be, c->x, c->xb2, (size_t)T * E));
     }
 
-    /* Outputs: only the rows that asked go through the final norm and the (large) output product. */
+    /* Outputs (rank 0 only, the others hold the same residual stream): only the rows that asked go through
+     * the final norm and the (large) output product. */
+    if (c->rank != 0) return sl_backend_synchronize(be);
     int n_logits = 0, n_hidden = 0;
     for (int i = 0; i < T; i++) {
         if (b->output[i] == SL_OUT_NONE) continue;
@@ -424,3 +483,5 @@ const sl_model_iface sl_llama_iface = {
     /* .forward = */ llama_forward,
     /* .free = */ llama_free,
 };
+
+uint64_t sl_llama_layer_weight_bytes(const void *ctx) { return ((const llama_ctx *)ctx)->layer_weight_bytes; }

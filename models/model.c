@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "chat.h"
+#include "comm.h"
 #include "gguf.h"
 #include "kcpu.h"
 #include "llama.h"
@@ -19,7 +20,8 @@ struct sl_model {
     sl_gguf *gguf;
     sl_model_hparams hp;
     int max_len;
-    sl_backend backend;
+    sl_backend backend;         /* tp = 1; unused (no iface) under tensor parallelism, each rank has its own */
+    int tp;                     /* tensor-parallel ranks, >= 1 */
     const sl_model_iface *iface;
     void *ctx;
     sl_tokenizer *tok;
@@ -122,6 +124,18 @@ static sl_status read_hparams(const sl_gguf *g, const char *path, sl_model_hpara
     return SL_OK;
 }
 
+/* A tensor-parallel size must split the heads, the KV heads and the MLP rows evenly (llama.c's top comment). */
+static sl_status check_tp(const sl_model_hparams *hp, int tp) {
+    if (tp < 0) return sl__errorf(SL_INVALID_ARGUMENT, "tensor parallel size %d is negative", tp);
+    if (tp <= 1) return SL_OK;
+    if (hp->n_head % tp != 0 || hp->n_head_kv % tp != 0 || hp->n_ff % tp != 0)
+        return sl__errorf(SL_INVALID_ARGUMENT,
+                          "tensor parallel size %d does not divide the model's %d attention heads, %d KV heads and "
+                          "%d feed-forward rows (each must be a multiple of it)",
+                          tp, hp->n_head, hp->n_head_kv, hp->n_ff);
+    return SL_OK;
+}
+
 sl_status sl_model_load(const sl_model_params *p, sl_model **out) {
     *out = NULL;
     if (!p->path || !*p->path) return sl__errorf(SL_INVALID_ARGUMENT, "no model path given");
@@ -136,10 +150,25 @@ sl_status sl_model_load(const sl_model_params *p, sl_model **out) {
                         m->hp.n_ctx_train);
         goto fail;
     }
-    sl_backend_cpu_params bp = {.n_threads = p->n_threads, .precision = p->precision, .max_ctx = m->max_len};
-    if ((st = sl_backend_cpu_create(&bp, &m->backend)) != SL_OK) goto fail;
-    m->iface = &sl_llama_iface;
-    if ((st = sl_llama_load(m->gguf, &m->hp, &m->backend, &m->ctx)) != SL_OK) goto fail;
+    if ((st = check_tp(&m->hp, p->tp_size)) != SL_OK) goto fail;
+    m->tp = p->tp_size > 1 ? p->tp_size : 1;
+    if (m->tp > 1) {
+        sl_llama_tp_params tpp = {.tp = m->tp, .devices = p->devices, .n_threads = p->n_threads,
+                                  .precision = p->precision, .max_ctx = m->max_len};
+        m->iface = &sl_llama_tp_iface;
+        if ((st = sl_llama_tp_load(m->gguf, &m->hp, &tpp, &m->ctx)) != SL_OK) goto fail;
+    } else {
+        if (p->devices && p->devices[0] != SL_DEVICE_CPU) {
+            sl_backend_cuda_params cp = {.device = p->devices[0], .precision = p->precision, .max_ctx = m->max_len};
+            st = sl_backend_cuda_create(&cp, &m->backend);
+        } else {
+            sl_backend_cpu_params bp = {.n_threads = p->n_threads, .precision = p->precision, .max_ctx = m->max_len};
+            st = sl_backend_cpu_create(&bp, &m->backend);
+        }
+        if (st != SL_OK) goto fail;
+        m->iface = &sl_llama_iface;
+        if ((st = sl_llama_load(m->gguf, &m->hp, &m->backend, &m->ctx)) != SL_OK) goto fail;
+    }
     if ((st = sl_tokenizer_load(m->gguf, &m->tok)) != SL_OK) goto fail;
 
     sl_gguf_str tmpl = {0};
@@ -184,13 +213,30 @@ void sl_model_free(sl_model *m) {
 const sl_model_hparams *sl_model_get_hparams(const sl_model *m) { return &m->hp; }
 int sl_model_max_len(const sl_model *m) { return m->max_len; }
 
+int sl_model_tp_size(const sl_model *m) { return m->tp; }
+
+uint64_t sl_model_rank_weight_bytes(const sl_model *m, int r) {
+    if (r < 0 || r >= m->tp) return 0;
+    return m->tp > 1 ? sl_llama_tp_rank_weight_bytes(m->ctx, r) : sl_llama_layer_weight_bytes(m->ctx);
+}
+
+sl_status sl_model_comm_stats(const sl_model *m, int r, struct sl_comm_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (r < 0 || r >= m->tp) return sl__errorf(SL_INVALID_ARGUMENT, "rank %d outside [0, %d)", r, m->tp);
+    if (m->tp > 1) *out = *sl_llama_tp_comm_stats(m->ctx, r);
+    return SL_OK;
+}
+
+/* The bytes of one block over all ranks: each rank holds n_head_kv / tp of the heads, tp ranks. */
 size_t sl_model_kv_block_bytes(const sl_model *m, int block_size, sl_kv_dtype dtype) {
     return sl_llama_kv_block_bytes(&m->hp, block_size, dtype == SL_KV_F16 ? SL_DTYPE_F16 : SL_DTYPE_F32);
 }
 
 sl_status sl_model_kv_alloc(sl_model *m, int n_blocks, int block_size, sl_kv_dtype dtype) {
     if (n_blocks < 1 || block_size < 1) return sl__errorf(SL_INVALID_ARGUMENT, "KV cache of %d blocks", n_blocks);
-    return sl_llama_kv_alloc(m->ctx, n_blocks, block_size, dtype == SL_KV_F16 ? SL_DTYPE_F16 : SL_DTYPE_F32);
+    int kv_type = dtype == SL_KV_F16 ? SL_DTYPE_F16 : SL_DTYPE_F32;
+    if (m->tp > 1) return sl_llama_tp_kv_alloc(m->ctx, n_blocks, block_size, kv_type);
+    return sl_llama_kv_alloc(m->ctx, n_blocks, block_size, kv_type);
 }
 
 sl_status sl_model_forward(sl_model *m, const sl_batch *b) {

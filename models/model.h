@@ -61,6 +61,18 @@ void sl_model_free(sl_model *m);
 const sl_model_hparams *sl_model_get_hparams(const sl_model *m);
 int sl_model_max_len(const sl_model *m);
 
+/* ---- tensor parallelism ------------------------------------------------------------------------------------ */
+/* Ranks the model is split over (1 without tensor parallelism). */
+int sl_model_tp_size(const sl_model *m);
+/* Bytes of the layers' weight matrices that rank r holds: its slices of Q, K, V, attn_output, gate, up and
+ * down (about 1/tp of the layers' bytes). The embedding, the output projection and the norms, which every rank
+ * keeps whole, are not counted. 0 for r outside [0, tp). */
+uint64_t sl_model_rank_weight_bytes(const sl_model *m, int r);
+/* Rank r's collective counters (comm.h's sl_comm_stats) since load; all zero without tensor parallelism.
+ * SL_INVALID_ARGUMENT for r outside [0, tp). */
+struct sl_comm_stats;
+sl_status sl_model_comm_stats(const sl_model *m, int r, struct sl_comm_stats *out);
+
 /* ---- KV cache -------------------------------------------------------------------------------------------- */
 /* Bytes one block takes over all layers, K and V. */
 size_t sl_model_kv_block_bytes(const sl_model *m, int block_size, sl_kv_dtype dtype);

@@ -27,6 +27,8 @@ static _Thread_local int sl__fault_tag = -1;
 
 void sl_backend_fault_tag_set(int tag) { sl__fault_tag = tag; }
 
+int sl_backend_fault_tag_get(void) { return sl__fault_tag; }
+
 static void sl__fault_init(void) {
     const char *s = getenv("SLUICE_FAULT_INJECT");
     if (!s) return;

@@ -135,9 +135,15 @@ typedef struct sl_backend_cuda_params {
 /* A backend on one CUDA device (runtime/backend_cuda.c); SL_UNSUPPORTED in a build without CUDA, SL_DEVICE
  * when the device cannot be used. */
 sl_status sl_backend_cuda_create(const sl_backend_cuda_params *p, sl_backend *out);
+/* A CUDA backend's stream (a cudaStream_t) and device ordinal, for the communicators and benchmarks that work on
+ * its stream; NULL / -1 for any other backend. Defined in CUDA builds only. */
+void *sl__backend_cuda_stream(const sl_backend *b);
+int sl__backend_cuda_device(const sl_backend *b);
 /* Tags the calling thread for fault injection: SLUICE_FAULT_INJECT=<op>:<n>@<tag> counts only calls made from
  * threads tagged <tag> (the engine tags each replica's thread with the replica index). -1: untagged. */
 void sl_backend_fault_tag_set(int tag);
+/* The calling thread's tag (-1 if none): threads working for a replica (tensor-parallel ranks) take it over. */
+int sl_backend_fault_tag_get(void);
 
 void sl_backend_free(sl_backend *b);
 
