@@ -1,7 +1,8 @@
 /*
  * matmul_k.c — fast-mode products for the types added with the K-quants: Q5_0 and IQ4_NL with Q8_0
  * activations, Q5_1 with Q8_1, and Q2_K .. Q6_K with Q8_K. This file holds the scalar reference and the
- * dispatcher; matmul_k_x86.c has the AVX2 variant, which reproduces the reference bit for bit.
+ * dispatcher; matmul_k_x86.c has the x86 variants (AVX2, AVX-VNNI, AVX512-VNNI), which reproduce the
+ * reference bit for bit.
  *
  * The 32-element types follow the canonical quantized dot of kcpu_impl.h unchanged (8 lanes per block, each
  * the exact int32 sum of 4 consecutive products, acc_j = fma(d_w * d_x, isum_j, acc_j); Q5_1's offsets in
@@ -114,8 +115,16 @@ static void sl_matmul_k_scalar(int wtype, const void *w, size_t w_row_bytes, int
 void sl__matmul_k(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
                   size_t xq_row_bytes, int n_rows, float *y, int ldy) {
 #if SL_KCPU_X86
-    if (sl__kcpu_level() >= SL_SIMD_AVX2) { /* AVX-512 runs the AVX2 code: same lanes, same bits */
-        sl__matmul_k_avx2(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+    const sl_simd_level level = sl__kcpu_level();
+    if (level == SL_SIMD_AVX512 && sl__kcpu_use_vnni512()) {
+        sl__matmul_k_avx512vnni(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+        return;
+    }
+    if (level >= SL_SIMD_AVX2) { /* AVX-512 without VNNI runs the AVX2 code, as matmul_q.c does */
+        if (sl__kcpu_use_avxvnni())
+            sl__matmul_k_avxvnni(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+        else
+            sl__matmul_k_avx2(wtype, w, w_row_bytes, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
         return;
     }
 #endif

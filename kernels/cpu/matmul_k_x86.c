@@ -1,29 +1,28 @@
 /*
- * matmul_k_x86.c — the AVX2 variant of the products of matmul_k.c (Q5_0, Q5_1, IQ4_NL, Q2_K .. Q6_K).
- *
- * It performs the recipe written out in matmul_k.c on 8-lane vectors: pmaddubsw + pmaddwd give exactly the
- * recipe's int32 lanes (for the K-quants with the chunk's two sub-block scales as pmaddwd's word operand),
- * and the float work per (row, output) pair is the same sequence of multiplies and fused multiply-adds, so
- * the results equal the scalar reference bit for bit, whatever rows shared a tile. The AVX-512 level runs
- * this code too.
- *
- * Register tiles: 4 activation rows x 1 weight row (each weight chunk unpacked once for the 4 rows), or for
- * the K-quants 1 row x 4 weight rows when fewer than 4 rows remain (decode: four independent chains). Smaller
- * than the Q4/Q8 tiles of matmul_q_x86.h (4 x 4): each (row, output) pair holds three vectors here (integer
- * lanes, scale and min accumulators), and 16 ymm registers hold four pairs and the operands.
+ * matmul_k_x86.c — the x86 variants of the products of matmul_k.c (Q5_0, Q5_1, IQ4_NL, Q2_K .. Q6_K),
+ * instantiated from the template matmul_k_x86.h, and the AVX2 dequantization of those types:
+ *   avx2       pmaddubsw + pmaddwd on ymm, 4-row K-quant tile (16 registers)
+ *   avxvnni    the same with AVX-VNNI's vpdpwssd / vpdpbusd (VEX; Alder Lake and later parts without AVX-512)
+ *   avx512vnni zmm with two outputs per register and vpdpwssd, 8-row K-quant tile (32 registers)
+ * All reproduce the scalar reference of matmul_k.c bit for bit (the integer lanes are exact, the float work per
+ * (row, output) pair is the same sequence). The helpers before the instances work on one output's ymm data and
+ * are shared by all three (a function for a subset of the caller's target inlines into it).
  */
 #include "kcpu_impl.h"
 
 #if SL_KCPU_X86
 
+/* Everything between push and pop, the template's static helpers included, is compiled for the target. */
+#define SL_PRAGMA(x) _Pragma(#x)
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#define SL_TARGET_PUSH(t) SL_PRAGMA(clang attribute push(__attribute__((target(t))), apply_to = function))
+#define SL_TARGET_POP _Pragma("clang attribute pop")
 #else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+#define SL_TARGET_PUSH(t) _Pragma("GCC push_options") SL_PRAGMA(GCC target(t))
+#define SL_TARGET_POP _Pragma("GCC pop_options")
 #endif
 
-#define KQ_RT 4 /* activation rows per tile */
+SL_TARGET_PUSH("avx2,fma,f16c")
 
 static inline float kq_fold8(__m256 v) { /* sl__fold8 */
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -57,11 +56,6 @@ SL_INLINE size_t kq_wbs(const int T) {
     }
 }
 
-/* lanes j: sum over i in 4j..4j+3 of u[i] * s[i] (u unsigned bytes, s signed bytes, no saturation here) */
-SL_INLINE __m256i kq_dot4(__m256i u, __m256i s) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
 /* 32 nibbles of a 16-byte Q4-style array as bytes in element order (low nibbles, then high ones). */
 SL_INLINE __m256i kq_nibbles(const uint8_t *qs) {
     const __m128i t = _mm_loadu_si128((const __m128i *)qs);
@@ -79,60 +73,6 @@ SL_INLINE __m256i kq_q5_high(const uint8_t *qh4) {
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
     const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
     return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-}
-
-/* ---- the 32-element types: Q5_0, IQ4_NL (Q8_0 activations) and Q5_1 (Q8_1) -------------------------------- */
-
-SL_INLINE void kq_tile32(const int T, const int R, const uint8_t *w, const uint8_t *const *xr, int nb, float *y,
-                         int ldy) {
-    const size_t wbs = kq_wbs(T);
-    const size_t xbs = T == SL_DTYPE_Q5_1 ? sizeof(sl_block_q8_1) : sizeof(sl_block_q8_0);
-    const size_t xqo = T == SL_DTYPE_Q5_1 ? 4 : 2; /* where the quants start in an activation block */
-    __m256 acc[KQ_RT];
-    __m128 ms[KQ_RT]; /* Q5_1: lane 0 is the chain fma(m_w, s_x, ms) */
-    SL_UNROLL
-    for (int r = 0; r < R; r++) {
-        acc[r] = _mm256_setzero_ps();
-        ms[r] = _mm_setzero_ps();
-    }
-    const __m256i kv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sl__iq4nl_values));
-    for (int b = 0; b < nb; b++, w += wbs) {
-        __m256i wq; /* Q5: unsigned levels; IQ4_NL: signed values */
-        float dw, mw = 0.0f;
-        if (T == SL_DTYPE_IQ4_NL) {
-            const sl_block_iq4_nl *blk = (const sl_block_iq4_nl *)w;
-            wq = _mm256_shuffle_epi8(kv, kq_nibbles(blk->qs));
-            dw = sl__fp16_to_f32_f16c(blk->d);
-        } else if (T == SL_DTYPE_Q5_0) {
-            const sl_block_q5_0 *blk = (const sl_block_q5_0 *)w;
-            wq = _mm256_or_si256(kq_nibbles(blk->qs), kq_q5_high(blk->qh));
-            dw = sl__fp16_to_f32_f16c(blk->d);
-        } else {
-            const sl_block_q5_1 *blk = (const sl_block_q5_1 *)w;
-            wq = _mm256_or_si256(kq_nibbles(blk->qs), kq_q5_high(blk->qh));
-            dw = sl__fp16_to_f32_f16c(blk->d);
-            mw = sl__fp16_to_f32_f16c(blk->m);
-        }
-        const __m256i wabs = _mm256_abs_epi8(wq); /* IQ4_NL: |w| x (x with w's sign), |w| <= 127 */
-        SL_UNROLL
-        for (int r = 0; r < R; r++) {
-            const uint8_t *xb = xr[r] + (size_t)b * xbs;
-            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xb + xqo));
-            const float dx = sl__fp16_to_f32_f16c(kq_ld16(xb));
-            __m256i isum;
-            if (T == SL_DTYPE_IQ4_NL) isum = kq_dot4(wabs, _mm256_sign_epi8(xv, wq));
-            else if (T == SL_DTYPE_Q5_0) isum = _mm256_sub_epi32(kq_dot4(wq, xv), kq_dot4(_mm256_set1_epi8(16), xv));
-            else isum = kq_dot4(wq, xv);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(isum), acc[r]);
-            if (T == SL_DTYPE_Q5_1)
-                ms[r] = _mm_fmadd_ss(_mm_set_ss(mw), _mm_set_ss(sl__fp16_to_f32_f16c(kq_ld16(xb + 2))), ms[r]);
-        }
-    }
-    SL_UNROLL
-    for (int r = 0; r < R; r++) {
-        const float s = kq_fold8(acc[r]);
-        y[(size_t)r * ldy] = T == SL_DTYPE_Q5_1 ? s + _mm_cvtss_f32(ms[r]) : s;
-    }
 }
 
 /* ---- the K-quants with Q8_K activations ---------------------------------------------------------------------- */
@@ -185,7 +125,7 @@ SL_INLINE void kq_scales(const int T, const uint8_t *blk, int16_t S[16], int16_t
     }
 }
 
-/* S and M of kq_scales as vectors of 16 int16 (Q2_K, Q4_K, Q5_K, Q6_K), built from the block's bytes in
+/* S and M of kq_scales as vectors of 16 int16 (Q2_K .. Q6_K), built from the block's bytes in
  * registers, and d, dmin. Going through kq_scales' arrays instead costs scalar work per super-block, a
  * 32-byte load of 16 just-stored int16 (which the CPU cannot forward from the stores) and two broadcasts
  * per chunk; measured here on a 1-row 2048 x 2048 product, this form and kq_chunk_scale took Q4_K from 225
@@ -198,6 +138,20 @@ SL_INLINE void kq_scales_vec(const int T, const uint8_t *blk, __m256i *s16, __m2
         *m16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0xF)));
         *d = sl__fp16_to_f32_f16c(b->d);
         *dmin = sl__fp16_to_f32_f16c(b->dmin);
+    } else if (T == SL_DTYPE_Q3_K) { /* 16 6-bit scales: low 4 bits in scales[0..7], high 2 in scales[8..11] */
+        const sl_block_q3_K *b = (const sl_block_q3_K *)blk;
+        uint32_t h;
+        memcpy(&h, b->scales + 8, sizeof h);
+        const __m128i m4 = _mm_set1_epi8(0x0f);
+        const __m128i a = _mm_loadl_epi64((const __m128i *)b->scales);
+        const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(a, m4), _mm_and_si128(_mm_srli_epi16(a, 4), m4));
+        /* scale k takes bits 2 (k / 4) .. 2 (k / 4) + 1 of scales[8 + k % 4]: dword k / 4 of h shifted by 2 (k / 4) */
+        const __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)h), _mm_setr_epi32(0, 2, 4, 6)),
+                                         _mm_set1_epi8(3));
+        *s16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_or_si128(lo, _mm_slli_epi16(hi, 4))), _mm256_set1_epi16(32));
+        *m16 = _mm256_setzero_si256();
+        *d = sl__fp16_to_f32_f16c(b->d);
+        *dmin = 0.0f;
     } else if (T == SL_DTYPE_Q6_K) {
         const sl_block_q6_K *b = (const sl_block_q6_K *)blk;
         *s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
@@ -226,194 +180,47 @@ SL_INLINE __m256i kq_chunk_scale(__m256i s16, const int v) {
                                                       3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3));
 }
 
-/* The unsigned levels of elements 32 v .. 32 v + 31 of a super-block (the layouts are in kdtype.h). */
-SL_INLINE __m256i kq_chunk(const int T, const uint8_t *blk, const int v) {
-    const __m256i m2 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    const int h = v / 4, c = v % 4;
-    if (T == SL_DTYPE_Q2_K || T == SL_DTYPE_Q3_K) {
-        const uint8_t *qs = T == SL_DTYPE_Q2_K ? ((const sl_block_q2_K *)blk)->qs : ((const sl_block_q3_K *)blk)->qs;
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
-        __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * c), m2); /* 16-bit shifts, then byte masks */
-        if (T == SL_DTYPE_Q3_K) {
-            const __m256i hm = _mm256_loadu_si256((const __m256i *)((const sl_block_q3_K *)blk)->hmask);
-            const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, 4 * h + c), one);
-            u = _mm256_or_si256(u, _mm256_slli_epi16(hb, 2));
-        }
-        return u;
-    }
-    if (T == SL_DTYPE_Q4_K || T == SL_DTYPE_Q5_K) {
-        const uint8_t *qs = T == SL_DTYPE_Q4_K ? ((const sl_block_q4_K *)blk)->qs : ((const sl_block_q5_K *)blk)->qs;
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (v / 2)));
-        __m256i u = _mm256_and_si256(v % 2 ? _mm256_srli_epi16(q, 4) : q, m4);
-        if (T == SL_DTYPE_Q5_K) {
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)((const sl_block_q5_K *)blk)->qh);
-            const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, v), one);
-            u = _mm256_or_si256(u, _mm256_slli_epi16(hb, 4));
-        }
-        return u;
-    }
-    /* Q6_K */
-    const sl_block_q6_K *b = (const sl_block_q6_K *)blk;
-    const __m256i ql = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (c & 1)));
-    const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-    const __m256i lo = _mm256_and_si256(c < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), m2);
-    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
-}
+SL_TARGET_POP
 
-/* R activation rows x C weight rows (R * C <= KQ_RT): the recipe of matmul_k.c for each pair. */
-SL_INLINE void kq_tile256(const int T, const int R, const int C, const uint8_t *const *wr, const uint8_t *const *xr,
-                          int nb, float *y, int ldy) {
-    const size_t wbs = kq_wbs(T), xbs = sizeof(sl_block_q8_K);
-    const size_t xqo = offsetof(sl_block_q8_K, qs), xso = offsetof(sl_block_q8_K, bsums);
-    const int K = T == SL_DTYPE_Q3_K ? 4 : T == SL_DTYPE_Q6_K ? 32 : 0; /* sl__kquant_offset */
-    const int has_min = T == SL_DTYPE_Q2_K || T == SL_DTYPE_Q4_K || T == SL_DTYPE_Q5_K;
-    __m256 acc[KQ_RT], macc[KQ_RT]; /* pair (r, c) at r * C + c */
-    SL_UNROLL
-    for (int i = 0; i < R * C; i++) acc[i] = macc[i] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        float dw[KQ_RT], dmin[KQ_RT];
-        __m256i isum[KQ_RT], s16[KQ_RT], m16[KQ_RT];
-        SL_UNROLL
-        for (int c = 0; c < C; c++) {
-            if (T == SL_DTYPE_Q3_K) { /* its packed 6-bit scales: the scalar unpacking */
-                int16_t S[16], M[16];
-                kq_scales(T, wr[c] + (size_t)b * wbs, S, M, &dw[c], &dmin[c]);
-                s16[c] = _mm256_loadu_si256((const __m256i *)S);
-                m16[c] = _mm256_setzero_si256();
-            } else {
-                kq_scales_vec(T, wr[c] + (size_t)b * wbs, &s16[c], &m16[c], &dw[c], &dmin[c]);
-            }
-        }
-        SL_UNROLL
-        for (int i = 0; i < R * C; i++) isum[i] = _mm256_setzero_si256();
-        SL_UNROLL
-        for (int v = 0; v < 8; v++) {
-            __m256i xv[KQ_RT];
-            SL_UNROLL
-            for (int r = 0; r < R; r++)
-                xv[r] = _mm256_loadu_si256((const __m256i *)(xr[r] + (size_t)b * xbs + xqo + 32 * v));
-            SL_UNROLL
-            for (int c = 0; c < C; c++) {
-                const __m256i u = kq_chunk(T, wr[c] + (size_t)b * wbs, v);
-                const __m256i sc = kq_chunk_scale(s16[c], v);
-                SL_UNROLL
-                for (int r = 0; r < R; r++)
-                    isum[r * C + c] =
-                        _mm256_add_epi32(isum[r * C + c], _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv[r]), sc));
-            }
-        }
-        SL_UNROLL
-        for (int r = 0; r < R; r++) {
-            const uint8_t *xb = xr[r] + (size_t)b * xbs;
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)(xb + xso));
-            const float dx = kq_ldf(xb);
-            SL_UNROLL
-            for (int c = 0; c < C; c++) {
-                const int i = r * C + c;
-                if (K)
-                    isum[i] = _mm256_sub_epi32(isum[i],
-                                               _mm256_mullo_epi32(_mm256_madd_epi16(bs, s16[c]), _mm256_set1_epi32(K)));
-                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw[c] * dx), _mm256_cvtepi32_ps(isum[i]), acc[i]);
-                if (has_min)
-                    macc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dmin[c] * dx),
-                                              _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, m16[c])), macc[i]);
-            }
-        }
-    }
-    SL_UNROLL
-    for (int r = 0; r < R; r++)
-        SL_UNROLL
-        for (int c = 0; c < C; c++) {
-            const int i = r * C + c;
-            y[(size_t)r * ldy + c] = has_min ? kq_fold8(acc[i]) - kq_fold8(macc[i]) : kq_fold8(acc[i]);
-        }
-}
+/* ---- the variants ------------------------------------------------------------------------------------------- */
 
-/* One out-of-line instance per (type, tile shape), so each keeps its accumulators in registers. Shapes:
- * r4 = KQ_RT rows x 1 output, c4 = 1 row x KQ_RT outputs (decode: independent chains for the out-of-order
- * core), r1 = 1 x 1. The 32-element types have r4 and r1 only. */
-typedef void (*kq_tile_fn)(const uint8_t *const *wr, const uint8_t *const *xr, int nb, float *y, int ldy);
-#define KQ_INSTANCES32(T, TN)                                                                              \
-    static void kq_##TN##_r4(const uint8_t *const *wr, const uint8_t *const *xr, int nb, float *y, int ldy) { \
-        kq_tile32(T, KQ_RT, wr[0], xr, nb, y, ldy);                                                        \
-    }                                                                                                      \
-    static void kq_##TN##_r1(const uint8_t *const *wr, const uint8_t *const *xr, int nb, float *y, int ldy) { \
-        kq_tile32(T, 1, wr[0], xr, nb, y, ldy);                                                            \
-    }
-#define KQ_INSTANCES256(T, TN)                                                                             \
-    static void kq_##TN##_r4(const uint8_t *const *wr, const uint8_t *const *xr, int nb, float *y, int ldy) { \
-        kq_tile256(T, KQ_RT, 1, wr, xr, nb, y, ldy);                                                       \
-    }                                                                                                      \
-    static void kq_##TN##_c4(const uint8_t *const *wr, const uint8_t *const *xr, int nb, float *y, int ldy) { \
-        kq_tile256(T, 1, KQ_RT, wr, xr, nb, y, ldy);                                                       \
-    }                                                                                                      \
-    static void kq_##TN##_r1(const uint8_t *const *wr, const uint8_t *const *xr, int nb, float *y, int ldy) { \
-        kq_tile256(T, 1, 1, wr, xr, nb, y, ldy);                                                           \
-    }
-KQ_INSTANCES32(SL_DTYPE_Q5_0, q5_0)
-KQ_INSTANCES32(SL_DTYPE_Q5_1, q5_1)
-KQ_INSTANCES32(SL_DTYPE_IQ4_NL, iq4_nl)
-KQ_INSTANCES256(SL_DTYPE_Q2_K, q2_K)
-KQ_INSTANCES256(SL_DTYPE_Q3_K, q3_K)
-KQ_INSTANCES256(SL_DTYPE_Q4_K, q4_K)
-KQ_INSTANCES256(SL_DTYPE_Q5_K, q5_K)
-KQ_INSTANCES256(SL_DTYPE_Q6_K, q6_K)
-#undef KQ_INSTANCES32
-#undef KQ_INSTANCES256
+SL_TARGET_PUSH("avx2,fma,f16c")
+#define KQ(name) name##_avx2
+#define KQ_VNNI 0
+#define KQ_W 1
+#define KQ_RT 4
+#include "matmul_k_x86.h"
+#undef KQ
+#undef KQ_VNNI
+#undef KQ_W
+#undef KQ_RT
+SL_TARGET_POP
 
-#define KQ_PF_GROUPS 4 /* prefetch distance in groups of KQ_RT weight rows, as matmul_q_x86.h's MQ_PF_TILES */
+SL_TARGET_PUSH("avx2,fma,f16c,avxvnni")
+#define KQ(name) name##_avxvnni
+#define KQ_VNNI 1
+#define KQ_W 1
+#define KQ_RT 4
+#include "matmul_k_x86.h"
+#undef KQ
+#undef KQ_VNNI
+#undef KQ_W
+#undef KQ_RT
+SL_TARGET_POP
 
-void sl__matmul_k_avx2(int wtype, const void *w, size_t w_row_bytes, int o0, int o1, int n_in, const void *xq,
-                       size_t xq_row_bytes, int n_rows, float *y, int ldy) {
-    kq_tile_fn r4, r1, c4 = NULL; /* c4: NULL for the 32-element types */
-#define KQ_PICK32(TN) r4 = kq_##TN##_r4, r1 = kq_##TN##_r1
-#define KQ_PICK256(TN) r4 = kq_##TN##_r4, r1 = kq_##TN##_r1, c4 = kq_##TN##_c4
-    switch (wtype) {
-    case SL_DTYPE_Q5_0: KQ_PICK32(q5_0); break;
-    case SL_DTYPE_Q5_1: KQ_PICK32(q5_1); break;
-    case SL_DTYPE_IQ4_NL: KQ_PICK32(iq4_nl); break;
-    case SL_DTYPE_Q2_K: KQ_PICK256(q2_K); break;
-    case SL_DTYPE_Q3_K: KQ_PICK256(q3_K); break;
-    case SL_DTYPE_Q4_K: KQ_PICK256(q4_K); break;
-    case SL_DTYPE_Q5_K: KQ_PICK256(q5_K); break;
-    case SL_DTYPE_Q6_K: KQ_PICK256(q6_K); break;
-    default: return;
-    }
-#undef KQ_PICK32
-#undef KQ_PICK256
-    const int nb = n_in / (sl__is_kquant(wtype) ? 256 : 32);
-    const uint8_t *W = (const uint8_t *)w, *X = (const uint8_t *)xq;
-    /* Groups of KQ_RT outputs outermost: their weight rows stay in L1 while every activation row passes; the
-     * group KQ_PF_GROUPS ahead is requested now, for weights streaming from DRAM (decode). */
-    for (int o = o0; o < o1; o += KQ_RT) {
-        const int nc = o1 - o < KQ_RT ? o1 - o : KQ_RT;
-        const uint8_t *wr[KQ_RT];
-        for (int c = 0; c < nc; c++) wr[c] = W + (size_t)(o + c) * w_row_bytes;
-        if (o + (KQ_PF_GROUPS + 1) * KQ_RT <= o1) {
-            const char *pf = (const char *)(W + (size_t)(o + KQ_PF_GROUPS * KQ_RT) * w_row_bytes);
-            for (size_t at = 0; at < KQ_RT * w_row_bytes; at += 64) _mm_prefetch(pf + at, _MM_HINT_T0);
-        }
-        for (int r = 0; r < n_rows;) {
-            const uint8_t *xr[KQ_RT];
-            float *yt = y + (size_t)r * ldy + o;
-            if (n_rows - r >= KQ_RT) {
-                for (int i = 0; i < KQ_RT; i++) xr[i] = X + (size_t)(r + i) * xq_row_bytes;
-                for (int c = 0; c < nc; c++) r4(wr + c, xr, nb, yt + c, ldy);
-                r += KQ_RT;
-            } else {
-                xr[0] = X + (size_t)r * xq_row_bytes;
-                if (c4 && nc == KQ_RT) c4(wr, xr, nb, yt, ldy);
-                else
-                    for (int c = 0; c < nc; c++) r1(wr + c, xr, nb, yt + c, ldy);
-                r += 1;
-            }
-        }
-    }
-    SL_AVX2_LEAVE();
-}
+SL_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+#define KQ(name) name##_avx512vnni
+#define KQ_VNNI 2
+#define KQ_W 2
+#define KQ_RT 8
+#include "matmul_k_x86.h"
+#undef KQ
+#undef KQ_VNNI
+#undef KQ_W
+#undef KQ_RT
+SL_TARGET_POP
 
-#undef KQ_PF_GROUPS
+SL_TARGET_PUSH("avx2,fma,f16c")
 
 /* ---- dequantization (exact mode's weight tiles, embedding rows) ---------------------------------------------- */
 
@@ -457,7 +264,7 @@ SL_INLINE void kq_dequant_block(const int T, const uint8_t *blk, float *dst) {
     kq_scales(T, blk, S, M, &d, &dmin);
     SL_UNROLL
     for (int v = 0; v < 8; v++) {
-        const __m256i u = kq_chunk(T, blk, v);
+        const __m256i u = kq_chunk_avx2(T, &blk, v);
         for (int i = 0; i < 4; i++) {
             const int s = 2 * v + i / 2; /* the 16-element sub-block of lanes 8 i .. 8 i + 7 */
             const __m256 y = _mm256_mul_ps(_mm256_set1_ps(d * (float)S[s]), kq_levels_f32(u, i, K, 0));
@@ -500,13 +307,7 @@ int sl__dequantize_k_avx2(int type, const void *row, int64_t k0, int64_t k1, flo
     return 1;
 }
 
-#undef KQ_RT
-
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+SL_TARGET_POP
 
 #else
 typedef int sl__matmul_k_x86_unused; /* ISO C wants a declaration in every translation unit */

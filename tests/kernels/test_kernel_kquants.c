@@ -4,7 +4,9 @@
  *
  * What a user would notice, and how it is checked:
  *   - every variant computes what the scalar reference computes, bit for bit (memcmp), at awkward sizes
- *     (n_in 256 .. 4352, i.e. 1 .. 17 super-blocks; 1, 3 and 17 rows; output ranges off the tiles);
+ *     (n_in 256 .. 4352, i.e. 1 .. 17 super-blocks; 1, 3 and 17 rows; output ranges off the tiles), and at
+ *     every row count 1 .. 19 with output ranges of 1, 7, 9 and 11 (so every register tile of every variant,
+ *     its half-height and 1-row forms, and a zmm tile holding a lone output all run);
  *   - the scalar reference computes the right number: within gamma_m * sum |terms| of a float64 sum of the
  *     same weights and activations (each element's exact value, from the blocks' integers and fp16 scales);
  *   - a row's results do not depend on its batch or on how the outputs were split across calls;
@@ -192,6 +194,47 @@ Test(kernel_kquants, variants_match_scalar_and_float64) {
                 free(ref);
                 problem_free(&p);
             }
+}
+
+/* Every row count 1 .. 19 and output ranges that leave every tile shape a remainder: the AVX2 tile is 4 rows
+ * (2 in its half form), the AVX-512 one 8 rows x 2 outputs (4 x 2 half), the 1-row tiles 4 outputs. The
+ * scalar reference works row by row, so one 19-row reference serves every count. */
+Test(kernel_kquants, variants_match_scalar_every_row_count) {
+    static const int n_ins[] = {256, 768, 2304};
+    static const int ranges[][2] = {{5, 6}, {2, 9}, {1, 10}, {0, 11}};
+    enum { MAX_ROWS = 19 };
+    kt_variant vs[8];
+    const int nv = kt_variants(vs);
+    cr_log_info("variants: %d (%s .. %s)", nv, vs[0].name, vs[nv - 1].name);
+    for (int t = 0; t < N_TYPES; t++)
+        for (size_t i = 0; i < sizeof n_ins / sizeof n_ins[0]; i++) {
+            problem p = problem_make(k_types[t], n_ins[i], MAX_ROWS, 4000 + 17 * (uint64_t)(t * 4 + i));
+            const char *tn = sl_dtype_name(p.wtype);
+            kt_use(&vs[0]); /* scalar */
+            float *ref = run_q(&p, 0, N_OUT);
+            for (int k = 1; k < nv; k++) {
+                kt_use(&vs[k]);
+                for (int n_rows = 1; n_rows <= MAX_ROWS; n_rows++)
+                    for (size_t g = 0; g < sizeof ranges / sizeof ranges[0]; g++) {
+                        const int o0 = ranges[g][0], o1 = ranges[g][1];
+                        float y[MAX_ROWS * N_OUT];
+                        for (int e = 0; e < MAX_ROWS * N_OUT; e++) y[e] = SENTINEL;
+                        sl_k_matmul_q(p.wtype, p.w, p.w_row_bytes, o0, o1, p.n_in, p.xq, p.xq_row_bytes, n_rows, y,
+                                      N_OUT);
+                        for (int r = 0; r < MAX_ROWS; r++)
+                            for (int o = 0; o < N_OUT; o++) {
+                                const int inside = r < n_rows && o >= o0 && o < o1;
+                                const float want = inside ? ref[r * N_OUT + o] : SENTINEL;
+                                cr_assert(sl__f32_bits(y[r * N_OUT + o]) == sl__f32_bits(want),
+                                          "%s [%s] n_in %d, %d rows, outputs [%d, %d): row %d out %d is %a, scalar %a",
+                                          tn, vs[k].name, p.n_in, n_rows, o0, o1, r, o, y[r * N_OUT + o], want);
+                            }
+                    }
+            }
+            kt_restore();
+            free(ref);
+            problem_free(&p);
+        }
 }
 
 /* Row r of a 17-row call equals a 1-row call on row r; outputs split over two calls equal one call. */
