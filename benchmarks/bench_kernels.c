@@ -4,8 +4,9 @@
  *   sluice-bench-kernels [--quick] [--kquants]   (SLUICE_SIMD=scalar|avx2|avx512 caps the SIMD level)
  *
  * For each weight type and shape (SmolLM2-135M: 576x576 attention, 1536x576 gate/up, 576x1536 down, 49152x576
- * the tied output head; "n_out x n_in") and 1 or 16 activation rows, it times sl_k_matmul_q (fast mode,
- * quantized types) and sl_k_matmul_f32 (exact mode) and prints GB/s of weight bytes read and GFLOP/s
+ * the tied output head; "n_out x n_in") and 1 or 16 activation rows, it times the fast-mode products
+ * (sl_k_matmul_qp on packed weights for Q4_0/Q4_1/Q8_0, as the CPU backend runs them; sl_k_matmul_q for the
+ * other quantized types) and sl_k_matmul_f32 (exact mode) and prints GB/s of weight bytes read and GFLOP/s
  * (2 * rows * n_out * n_in per call), twice:
  *   hot:  the same matrix again and again, resident in L2 (what a kernel can do once its data is close)
  *   cold: a new copy of the matrix each call, from a pool larger than the last-level cache, so the weights
@@ -59,11 +60,29 @@ typedef struct bench_case {
 
 static void run_once(const bench_case *c, int copy) {
     const uint8_t *w = c->w + (size_t)copy * c->w_bytes;
-    if (c->fast)
+    if (c->fast && sl_k_pack_supported(c->wtype)) /* the pool holds packed copies then (fill_pool) */
+        sl_k_matmul_qp(c->wtype, w, 0, c->n_out, c->n_in, c->xq, c->xq_row_bytes, c->n_rows, c->y, c->n_out);
+    else if (c->fast)
         sl_k_matmul_q(c->wtype, w, c->w_row_bytes, 0, c->n_out, c->n_in, c->xq, c->xq_row_bytes, c->n_rows, c->y,
                       c->n_out);
     else
         sl_k_matmul_f32(c->wtype, w, c->w_row_bytes, 0, c->n_out, c->n_in, c->x, c->n_in, c->n_rows, c->y, c->n_out);
+}
+
+/* Fills the pool with copies of the weight rows (GGUF layout; or, packed != 0, the layout the fast products of
+ * Q4_0/Q4_1/Q8_0 run on, which the CPU backend makes at load). Returns the number of copies. */
+static int fill_pool(uint8_t *pool, const float *src, int wtype, int n_out, int n_in, int packed) {
+    const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
+    for (int o = 0; o < n_out; o++) sl_k_quantize_row(wtype, src + (size_t)o * n_in, pool + o * row_bytes, n_in);
+    if (packed) { /* the same byte count for these shapes (n_out a multiple of 16) */
+        uint8_t *tmp = malloc(sl_k_packed_bytes(wtype, n_out, n_in));
+        sl_k_pack_q(wtype, pool, row_bytes, n_out, n_in, tmp);
+        memcpy(pool, tmp, w_bytes);
+        free(tmp);
+    }
+    int n_copies = (int)(POOL_BYTES / w_bytes);
+    for (int c = 1; c < n_copies; c++) memcpy(pool + (size_t)c * w_bytes, pool, w_bytes);
+    return n_copies;
 }
 
 /* Best seconds per call over `batches` batches of about min_s each. hot: always copy 0. */
@@ -172,14 +191,12 @@ static void bench_kquants(uint8_t *pool, double min_s, int batches) {
             const int wtype = types[t], n_out = shapes[s][0], n_in = shapes[s][1];
             const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
             for (size_t i = 0; i < (size_t)n_out * n_in; i++) src[i] = rand_f32();
-            for (int o = 0; o < n_out; o++) sl_k_quantize_row(wtype, src + (size_t)o * n_in, pool + o * row_bytes, n_in);
-            int n_copies = (int)(POOL_BYTES / w_bytes);
-            for (int c = 1; c < n_copies; c++) memcpy(pool + (size_t)c * w_bytes, pool, w_bytes);
             const int at = sl_k_act_type(wtype);
             const size_t xq_row_bytes = sl_dtype_row_bytes(at, n_in);
             for (int r = 0; r < max_rows; r++) sl_k_quantize_row(at, x + r * n_in, xq + r * xq_row_bytes, n_in);
             for (size_t r = 0; r < 2; r++)
                 for (int fast = 1; fast >= (wtype == SL_DTYPE_Q4_K && s == 0 ? 0 : 1); fast--) {
+                    const int n_copies = fill_pool(pool, src, wtype, n_out, n_in, fast && sl_k_pack_supported(wtype));
                     bench_case c = {wtype, n_out, n_in, rows[r], fast, pool, row_bytes, w_bytes, n_copies, x, xq,
                                     xq_row_bytes, y};
                     const double hot = time_case(&c, 1, min_s, batches), cold = time_case(&c, 0, min_s, batches);
@@ -252,15 +269,13 @@ int main(int argc, char **argv) {
             const int wtype = types[t], n_out = shapes[s][0], n_in = shapes[s][1];
             const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
             for (size_t i = 0; i < (size_t)n_out * n_in; i++) src[i] = rand_f32();
-            for (int o = 0; o < n_out; o++) sl_k_quantize_row(wtype, src + (size_t)o * n_in, pool + o * row_bytes, n_in);
-            int n_copies = (int)(POOL_BYTES / w_bytes);
-            for (int c = 1; c < n_copies; c++) memcpy(pool + (size_t)c * w_bytes, pool, w_bytes);
             const int at = sl_k_act_type(wtype);
             const size_t xq_row_bytes = at >= 0 ? sl_dtype_row_bytes(at, n_in) : 0;
             if (at >= 0)
                 for (int r = 0; r < max_rows; r++) sl_k_quantize_row(at, x + r * n_in, xq + r * xq_row_bytes, n_in);
             for (size_t r = 0; r < 2; r++)
                 for (int fast = at >= 0; fast >= 0; fast--) {
+                    const int n_copies = fill_pool(pool, src, wtype, n_out, n_in, fast && sl_k_pack_supported(wtype));
                     bench_case c = {wtype, n_out, n_in, rows[r], fast, pool, row_bytes, w_bytes, n_copies, x, xq,
                                     xq_row_bytes, y};
                     const double hot = time_case(&c, 1, min_s, batches), cold = time_case(&c, 0, min_s, batches);
