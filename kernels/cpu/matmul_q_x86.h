@@ -88,105 +88,145 @@ SL_INLINE MQ(vi) MQ(dp)(MQ(vi) acc, MQ(vi) u, MQ(vi) s) {
 #endif
 }
 
-/* R rows x MQ_W outputs of one packed group: gp is the group's first block, h the half (MQ_W = 8) or 0.
- * Writes out[r][0 .. nvalid) at y + r * ldy. pf: the same blocks of a group further on, to prefetch (or NULL). */
-SL_INLINE void MQ(tile)(const int wtype, const int R, const uint8_t *gp, int h, const uint8_t *const *xr, int nb,
-                        float *y, int ldy, int nvalid, const uint8_t *pf) {
+/* R rows x G * MQ_W outputs: G consecutive packed groups (gstride bytes apart; G = 2 only with MQ_W = 16, a
+ * 2-D tile that loads each activation broadcast once for two groups), or one half group (MQ_W = 8, half h).
+ * Writes outputs [0, nvalid) of the tile at y + r * ldy. pf: the same blocks further on, to prefetch (or NULL). */
+SL_INLINE void MQ(tile)(const int wtype, const int R, const int G, const uint8_t *gp, size_t gstride, int h,
+                        const uint8_t *const *xr, int nb, float *y, int ldy, int nvalid, const uint8_t *pf) {
     const size_t gbs = wtype == SL_DTYPE_Q4_1 ? 320 : wtype == SL_DTYPE_Q4_0 ? 288 : 544; /* sl__qp_block_bytes */
     const size_t qo = (wtype == SL_DTYPE_Q4_1 ? 64 : 32) + (size_t)h * 32; /* this half's quants in a chunk */
     const size_t so = (size_t)h * 16;                                      /* this half's scales */
-    MQ(vf) acc[MQ_RT], ms[MQ_RT];
+    MQ(vf) acc[MQ_RT][2], ms[MQ_RT][2];
     SL_UNROLL
-    for (int r = 0; r < R; r++) acc[r] = ms[r] = MQ_ZEROF();
+    for (int r = 0; r < R; r++)
+        SL_UNROLL
+        for (int g = 0; g < G; g++) acc[r][g] = ms[r][g] = MQ_ZEROF();
 
     for (int b = 0; b < nb; b++) {
-        const uint8_t *pb = gp + (size_t)b * gbs;
+        const uint8_t *pb[2] = {gp + (size_t)b * gbs, gp + gstride + (size_t)b * gbs};
         if (pf)
             for (size_t at = 0; at < gbs; at += 64) _mm_prefetch((const char *)(pf + (size_t)b * gbs + at), _MM_HINT_T0);
-        MQ(vi) isum[MQ_RT];
+        MQ(vi) isum[MQ_RT][2];
         SL_UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *xb = xr[r] + (size_t)b * MQ_XBS;
             const int sum = (int16_t)MQ(ld16)(xb + 2); /* Q8_0S: the exact sum of the levels */
+            MQ(vi) init;
             if (wtype == SL_DTYPE_Q4_0)
-                isum[r] = MQ_SET32(-8 * sum);
+                init = MQ_SET32(-8 * sum);
             else if (wtype == SL_DTYPE_Q8_0 && MQ_VNNI)
-                isum[r] = MQ_SET32(-128 * sum);
+                init = MQ_SET32(-128 * sum);
             else
-                isum[r] = MQ_ZEROI();
+                init = MQ_ZEROI();
+            SL_UNROLL
+            for (int g = 0; g < G; g++) isum[r][g] = init;
         }
         if (wtype == SL_DTYPE_Q8_0) {
             SL_UNROLL
             for (int k = 0; k < 8; k++) {
-                const MQ(vi) w = MQ_LOADQ(pb + qo + 64 * k);
+                MQ(vi) w[2], u[2];
+                SL_UNROLL
+                for (int g = 0; g < G; g++) {
+                    w[g] = MQ_LOADQ(pb[g] + qo + 64 * k);
 #if MQ_VNNI
-                const MQ(vi) u = MQ_XOR(w, MQ_SET8(0x80));
+                    u[g] = MQ_XOR(w[g], MQ_SET8(0x80));
 #else
-                const MQ(vi) u = _mm256_abs_epi8(w);
+                    u[g] = _mm256_abs_epi8(w[g]);
 #endif
+                }
                 SL_UNROLL
                 for (int r = 0; r < R; r++) {
-                    MQ(vi) xs = MQ_SET32((int)MQ(ld32)(xr[r] + (size_t)b * MQ_XBS + 4 + 4 * k));
-#if !MQ_VNNI
-                    xs = _mm256_sign_epi8(xs, w);
+                    const MQ(vi) xs = MQ_SET32((int)MQ(ld32)(xr[r] + (size_t)b * MQ_XBS + 4 + 4 * k));
+                    SL_UNROLL
+                    for (int g = 0; g < G; g++) {
+#if MQ_VNNI
+                        isum[r][g] = MQ(dp)(isum[r][g], u[g], xs);
+#else
+                        isum[r][g] = MQ(dp)(isum[r][g], u[g], _mm256_sign_epi8(xs, w[g]));
 #endif
-                    isum[r] = MQ(dp)(isum[r], u, xs);
+                    }
                 }
             }
         } else {
             SL_UNROLL
             for (int i = 0; i < 4; i++) {
-                const MQ(vi) z = MQ_LOADQ(pb + qo + 64 * i);
-                const MQ(vi) lo = MQ_AND(z, MQ_SET8(0x0f)), hi = MQ_AND(MQ_SRL4(z), MQ_SET8(0x0f));
+                MQ(vi) lo[2], hi[2];
+                SL_UNROLL
+                for (int g = 0; g < G; g++) {
+                    const MQ(vi) z = MQ_LOADQ(pb[g] + qo + 64 * i);
+                    lo[g] = MQ_AND(z, MQ_SET8(0x0f));
+                    hi[g] = MQ_AND(MQ_SRL4(z), MQ_SET8(0x0f));
+                }
                 SL_UNROLL
                 for (int r = 0; r < R; r++) {
                     const uint8_t *xq = xr[r] + (size_t)b * MQ_XBS + 4;
-                    isum[r] = MQ(dp)(isum[r], lo, MQ_SET32((int)MQ(ld32)(xq + 4 * i)));
-                    isum[r] = MQ(dp)(isum[r], hi, MQ_SET32((int)MQ(ld32)(xq + 16 + 4 * i)));
+                    const MQ(vi) xl = MQ_SET32((int)MQ(ld32)(xq + 4 * i)), xh = MQ_SET32((int)MQ(ld32)(xq + 16 + 4 * i));
+                    SL_UNROLL
+                    for (int g = 0; g < G; g++) {
+                        isum[r][g] = MQ(dp)(isum[r][g], lo[g], xl);
+                        isum[r][g] = MQ(dp)(isum[r][g], hi[g], xh);
+                    }
                 }
             }
         }
-        const MQ(vf) dw = MQ_PH(pb + so);
+        MQ(vf) dw[2], mw[2];
+        SL_UNROLL
+        for (int g = 0; g < G; g++) {
+            dw[g] = MQ_PH(pb[g] + so);
+            if (wtype == SL_DTYPE_Q4_1) mw[g] = MQ_PH(pb[g] + 32 + so);
+        }
         SL_UNROLL
         for (int r = 0; r < R; r++) {
             const uint8_t *xb = xr[r] + (size_t)b * MQ_XBS;
-            const MQ(vf) dd = MQ_MUL(dw, MQ_SETF(MQ(h2f)(xb)));
-            acc[r] = MQ_FMA(dd, MQ_CVT(isum[r]), acc[r]);
-        }
-        if (wtype == SL_DTYPE_Q4_1) {
-            const MQ(vf) mw = MQ_PH(pb + 32 + so);
+            const MQ(vf) dx = MQ_SETF(MQ(h2f)(xb));
             SL_UNROLL
-            for (int r = 0; r < R; r++) ms[r] = MQ_FMA(mw, MQ_SETF(MQ(h2f)(xr[r] + (size_t)b * MQ_XBS + 2)), ms[r]);
+            for (int g = 0; g < G; g++) acc[r][g] = MQ_FMA(MQ_MUL(dw[g], dx), MQ_CVT(isum[r][g]), acc[r][g]);
+            if (wtype == SL_DTYPE_Q4_1) {
+                const MQ(vf) sx = MQ_SETF(MQ(h2f)(xb + 2));
+                SL_UNROLL
+                for (int g = 0; g < G; g++) ms[r][g] = MQ_FMA(mw[g], sx, ms[r][g]);
+            }
         }
     }
 
     SL_UNROLL
-    for (int r = 0; r < R; r++) {
-        const MQ(vf) v = wtype == SL_DTYPE_Q4_1 ? MQ_ADDF(acc[r], ms[r]) : acc[r];
-        if (nvalid == MQ_W) {
-            MQ_STOREF(y + (size_t)r * ldy, v);
-        } else {
-            float tmp[MQ_W];
-            MQ_STOREF(tmp, v);
-            memcpy(y + (size_t)r * ldy, tmp, (size_t)nvalid * sizeof(float));
+    for (int r = 0; r < R; r++)
+        SL_UNROLL
+        for (int g = 0; g < G; g++) {
+            const MQ(vf) v = wtype == SL_DTYPE_Q4_1 ? MQ_ADDF(acc[r][g], ms[r][g]) : acc[r][g];
+            const int nv = nvalid - g * MQ_W;
+            if (nv >= MQ_W) {
+                MQ_STOREF(y + (size_t)r * ldy + g * MQ_W, v);
+            } else if (nv > 0) {
+                float tmp[MQ_W];
+                MQ_STOREF(tmp, v);
+                memcpy(y + (size_t)r * ldy + g * MQ_W, tmp, (size_t)nv * sizeof(float));
+            }
         }
-    }
 }
 
-/* One out-of-line instance per (weight type, rows): the compiler keeps each tile in registers. */
-typedef void (*MQ(tile_fn))(const uint8_t *gp, int h, const uint8_t *const *xr, int nb, float *y, int ldy,
-                            int nvalid, const uint8_t *pf);
-#define MQ_INSTANCE(T, TN, R)                                                                             \
-    static void MQ(tile_##TN##_##R)(const uint8_t *gp, int h, const uint8_t *const *xr, int nb, float *y, \
-                                    int ldy, int nvalid, const uint8_t *pf) {                            \
-        MQ(tile)(T, R, gp, h, xr, nb, y, ldy, nvalid, pf);                                               \
+/* One out-of-line instance per (weight type, rows, groups): the compiler keeps each tile in registers. */
+typedef void (*MQ(tile_fn))(const uint8_t *gp, size_t gstride, int h, const uint8_t *const *xr, int nb, float *y,
+                            int ldy, int nvalid, const uint8_t *pf);
+#define MQ_INSTANCE(T, TN, R, G)                                                                          \
+    static void MQ(tile_##TN##_##R##_##G)(const uint8_t *gp, size_t gstride, int h, const uint8_t *const *xr, \
+                                          int nb, float *y, int ldy, int nvalid, const uint8_t *pf) {     \
+        MQ(tile)(T, R, G, gp, gstride, h, xr, nb, y, ldy, nvalid, pf);                                   \
     }
-#if MQ_RT == 8
-#define MQ_INSTANCES(T, TN) MQ_INSTANCE(T, TN, 8) MQ_INSTANCE(T, TN, 4) MQ_INSTANCE(T, TN, 2) MQ_INSTANCE(T, TN, 1)
-#define MQ_PICK(TN) {MQ(tile_##TN##_8), MQ(tile_##TN##_4), MQ(tile_##TN##_2), MQ(tile_##TN##_1)}
+#if MQ_W == 16
+/* 2-D tiles: 4 rows x 2 groups (24 accumulator-side vectors of 32 registers); 1-group tiles of 8, 4, 2, 1 rows
+ * for a lone group and for decode (whose one row gains nothing from sharing a broadcast). */
+#define MQ_INSTANCES(T, TN)                                                                               \
+    MQ_INSTANCE(T, TN, 4, 2) MQ_INSTANCE(T, TN, 2, 2) MQ_INSTANCE(T, TN, 8, 1) MQ_INSTANCE(T, TN, 4, 1)  \
+    MQ_INSTANCE(T, TN, 2, 1) MQ_INSTANCE(T, TN, 1, 1)
+#define MQ_PICK(TN)                                                                                       \
+    {MQ(tile_##TN##_8_1), MQ(tile_##TN##_4_1), MQ(tile_##TN##_2_1), MQ(tile_##TN##_1_1),                   \
+     MQ(tile_##TN##_4_2), MQ(tile_##TN##_4_2), MQ(tile_##TN##_2_2), MQ(tile_##TN##_1_1)}
 #else
-#define MQ_INSTANCES(T, TN) MQ_INSTANCE(T, TN, 4) MQ_INSTANCE(T, TN, 2) MQ_INSTANCE(T, TN, 1)
-#define MQ_PICK(TN) {MQ(tile_##TN##_4), MQ(tile_##TN##_4), MQ(tile_##TN##_2), MQ(tile_##TN##_1)}
+#define MQ_INSTANCES(T, TN) MQ_INSTANCE(T, TN, 4, 1) MQ_INSTANCE(T, TN, 2, 1) MQ_INSTANCE(T, TN, 1, 1)
+#define MQ_PICK(TN)                                                                                       \
+    {MQ(tile_##TN##_4_1), MQ(tile_##TN##_4_1), MQ(tile_##TN##_2_1), MQ(tile_##TN##_1_1),                   \
+     MQ(tile_##TN##_4_1), MQ(tile_##TN##_4_1), MQ(tile_##TN##_2_1), MQ(tile_##TN##_1_1)}
 #endif
 MQ_INSTANCES(SL_DTYPE_Q4_0, q4_0)
 MQ_INSTANCES(SL_DTYPE_Q4_1, q4_1)
@@ -194,31 +234,42 @@ MQ_INSTANCES(SL_DTYPE_Q8_0, q8_0)
 
 void MQ(sl__matmul_qp)(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq, size_t xq_row_bytes,
                        int n_rows, float *y, int ldy) {
-    /* tiles of 8 (MQ_RT == 8 only), 4, 2 and 1 rows */
-    static const MQ(tile_fn) fn_q4_0[4] = MQ_PICK(q4_0), fn_q4_1[4] = MQ_PICK(q4_1), fn_q8_0[4] = MQ_PICK(q8_0);
+    /* [0..3]: one group (or half), 8 / 4 / 2 / 1 rows; [4..7]: two groups, for 8 / 4 / 2 / 1 rows left */
+    static const MQ(tile_fn) fn_q4_0[8] = MQ_PICK(q4_0), fn_q4_1[8] = MQ_PICK(q4_1), fn_q8_0[8] = MQ_PICK(q8_0);
     const MQ(tile_fn) *fn = wtype == SL_DTYPE_Q4_0 ? fn_q4_0 : wtype == SL_DTYPE_Q4_1 ? fn_q4_1 : fn_q8_0;
     const int nb = n_in / 32;
     const size_t gstride = (size_t)nb * sl__qp_block_bytes(wtype);
     const uint8_t *X = (const uint8_t *)xq;
-    /* Groups outermost: a group's blocks stay in L1 while every activation row passes by. The first row tile
-     * of a group prefetches the group two ahead (weights streaming from memory in decode). */
-    for (int o = o0; o < o1; o += SL_QP_GROUP) {
+    /* Groups outermost: a group's blocks stay in L1 while every activation row passes by. Batched calls (2 rows
+     * or more) take two groups at a time on zmm; decode one. The first row tile of a group prefetches the
+     * group two ahead (weights streaming from memory in decode). */
+    for (int o = o0; o < o1;) {
         const uint8_t *gp = (const uint8_t *)packed + (size_t)(o / SL_QP_GROUP) * gstride;
-        const uint8_t *pf = o + 3 * SL_QP_GROUP <= o1 ? gp + 2 * gstride : NULL;
-        for (int h = 0; h < SL_QP_GROUP / MQ_W; h++) {
+        const int two = MQ_W == 16 && n_rows >= 2 && o1 - o > SL_QP_GROUP;
+        const int span = two ? 2 * SL_QP_GROUP : SL_QP_GROUP;
+        const uint8_t *pf = o + span + 2 * SL_QP_GROUP <= o1 ? gp + (size_t)(span / SL_QP_GROUP + 1) * gstride : NULL;
+        for (int h = 0; h < (two ? 1 : SL_QP_GROUP / MQ_W); h++) {
             const int ob = o + h * MQ_W;
             if (ob >= o1) break;
-            const int nvalid = o1 - ob < MQ_W ? o1 - ob : MQ_W;
+            const int nvalid = o1 - ob < (two ? span : MQ_W) ? o1 - ob : (two ? span : MQ_W);
             for (int r = 0; r < n_rows;) {
                 const int left = n_rows - r;
-                const int pick = left >= 8 && MQ_RT == 8 ? 0 : left >= 4 ? 1 : left >= 2 ? 2 : 3;
+                int pick = left >= 8 && MQ_RT == 8 ? 0 : left >= 4 ? 1 : left >= 2 ? 2 : 3;
+                if (two && pick == 0) pick = 1; /* the 2-group tile is 4 rows */
                 const int nr = pick == 0 ? 8 : pick == 1 ? 4 : pick == 2 ? 2 : 1;
                 const uint8_t *xr[8];
                 for (int i = 0; i < nr; i++) xr[i] = X + (size_t)(r + i) * xq_row_bytes;
-                fn[pick](gp, h, xr, nb, y + (size_t)r * ldy + ob, ldy, nvalid, r == 0 && h == 0 ? pf : NULL);
+                if (two && nr == 1) /* a last single row of a batch: each group on its own */
+                    for (int g = 0; g < 2; g++)
+                        fn[3](gp + (size_t)g * gstride, gstride, 0, xr, nb, y + (size_t)r * ldy + ob + g * MQ_W, ldy,
+                              nvalid - g * MQ_W < MQ_W ? nvalid - g * MQ_W : MQ_W, NULL);
+                else
+                    fn[pick + (two ? 4 : 0)](gp, gstride, h, xr, nb, y + (size_t)r * ldy + ob, ldy, nvalid,
+                                             r == 0 && h == 0 ? pf : NULL);
                 r += nr;
             }
         }
+        o += span;
     }
 #if MQ_VNNI == 2
     sl__avx512_clean();
