@@ -174,7 +174,12 @@ struct sl_engine {
     sl_seq **b_seqs;
     float *logits;                 /* [max_num_batched_tokens][n_vocab], lazily touched */
     float *hidden;                 /* [max_num_seqs][n_embd] */
-    sl_sampler_scratch *sampler;
+    /* Sampling runs on the model's compute threads between steps (sl_model_host_parallel): one scratch per
+     * thread, and the step's pending draws, [max_num_seqs]. */
+    sl_sampler_scratch **samplers; /* [n_samplers] */
+    int n_samplers;
+    struct sl_pending_draw *pend;
+    int n_pend;
     /* stats */
     pthread_mutex_t stats_mu;
     sl_engine_stats stats;
@@ -998,8 +1003,18 @@ static int is_stop_token(const sl_engine_t *e, const sl_request_t *r, int32_t to
     return 0;
 }
 
-/* Samples the next token of s from its logits row and delivers it. */
-static void seq_emit_token(sl_engine_t *e, sl_seq *s, const float *logits) {
+/* A draw postprocess leaves for the sampling phase: the sequence, its logits row, then the result. */
+typedef struct sl_pending_draw {
+    sl_seq *s;
+    const float *logits;
+    sl_status st;
+    sl_sample_output so;
+    char err[256]; /* sl_last_error of a failed draw (per thread: the draw may run on a compute thread) */
+} sl_pending_draw;
+
+/* Draws the next token of d->s (any thread: reads the request and sequence, writes only d and the scratch). */
+static void seq_draw(const sl_engine_t *e, sl_pending_draw *d, sl_sampler_scratch *scratch) {
+    sl_seq *s = d->s;
     sl_request_t *r = s->req;
     int32_t banned[1024 + 64];
     size_t n_banned = 0;
@@ -1007,16 +1022,34 @@ static void seq_emit_token(sl_engine_t *e, sl_seq *s, const float *logits) {
         for (int i = 0; i < e->n_eog && n_banned < SL_ARRAY_LEN(banned); i++) banned[n_banned++] = e->eog_ids[i];
         for (size_t i = 0; i < r->n_stop_ids && n_banned < SL_ARRAY_LEN(banned); i++) banned[n_banned++] = r->stop_ids[i];
     }
-    sl_sample_input in = {.logits = logits, .n_vocab = e->n_vocab, .params = &r->sampling, .prompt = s->tokens,
+    sl_sample_input in = {.logits = d->logits, .n_vocab = e->n_vocab, .params = &r->sampling, .prompt = s->tokens,
                           .n_prompt = (size_t)r->n_prompt, .output = s->tokens + r->n_prompt,
                           .n_output = (size_t)s->n_generated, .banned = banned, .n_banned = n_banned,
                           .n_top_logprobs = r->logprobs};
-    sl_sample_output so;
-    sl_status st = sl_sample(&in, &s->rng, e->sampler, &so);
-    if (st != SL_OK) {
-        seq_finish(e, s, SL_FINISH_ERROR, NULL, -1, st, sl_last_error());
+    d->st = sl_sample(&in, &s->rng, scratch, &d->so);
+    if (d->st != SL_OK) snprintf(d->err, sizeof d->err, "%s", sl_last_error());
+}
+
+typedef struct {
+    const sl_engine_t *e;
+} sl_draw_task;
+
+static void draw_task(void *arg, int ith, int nth) {
+    const sl_engine_t *e = ((sl_draw_task *)arg)->e;
+    int j0, j1;
+    sl_split_range(e->n_pend, 1, ith, nth, &j0, &j1);
+    for (int j = j0; j < j1; j++) seq_draw(e, &e->pend[j], e->samplers[ith]);
+}
+
+/* Delivers a drawn token of d->s (engine thread). */
+static void seq_emit_token(sl_engine_t *e, sl_pending_draw *d) {
+    sl_seq *s = d->s;
+    sl_request_t *r = s->req;
+    if (d->st != SL_OK) {
+        seq_finish(e, s, SL_FINISH_ERROR, NULL, -1, d->st, d->err);
         return;
     }
+    const sl_sample_output so = d->so;
     int32_t tok = so.token;
     s->tokens[s->n_tokens++] = tok;
     s->n_generated++;
@@ -1103,7 +1136,18 @@ static void postprocess(sl_engine_t *e, int64_t step_us, int n_rows) {
             seq_finish(e, s, SL_FINISH_LENGTH, NULL, -1, SL_OK, NULL);
             continue;
         }
-        seq_emit_token(e, s, e->logits + (size_t)last_row * e->n_vocab);
+        e->pend[e->n_pend++] = (sl_pending_draw){.s = s, .logits = e->logits + (size_t)last_row * e->n_vocab};
+    }
+    /* The draws: on the compute threads when there are several (a sampler pass over the vocabulary costs tens
+     * of microseconds per sequence, serial on this thread otherwise), then delivered in order here. */
+    if (e->n_pend > 0) {
+        sl_draw_task t = {.e = e};
+        if (e->n_pend > 1 && e->n_samplers > 1)
+            sl_model_host_parallel(e->model, draw_task, &t);
+        else
+            draw_task(&t, 0, 1);
+        for (int j = 0; j < e->n_pend; j++) seq_emit_token(e, &e->pend[j]);
+        e->n_pend = 0;
     }
     /* drop finished sequences from the running set */
     for (int i = 0; i < e->n_running;) {
@@ -1224,7 +1268,9 @@ static void *engine_main(void *arg) {
 /* Releases what one replica owns; replica 0 also owns the names, the EOG list and the group. */
 static void replica_destroy(sl_engine_t *e) {
     sl_model_free(e->model);
-    sl_sampler_scratch_free(e->sampler);
+    for (int i = 0; i < e->n_samplers; i++) sl_sampler_scratch_free(e->samplers[i]);
+    free(e->samplers);
+    free(e->pend);
     sl_kv_blocks_free(e->kv);
     free(e->running);
     free(e->b_tokens);
@@ -1334,7 +1380,12 @@ static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engin
     if (!e->running || !e->b_tokens || !e->b_pos || !e->b_seq || !e->b_slot || !e->b_out || !e->b_tables ||
         !e->b_seqs || !e->logits || !e->hidden)
         return sl__errorf(SL_OUT_OF_MEMORY, "step buffers");
-    if ((st = sl_sampler_scratch_create(e->n_vocab, &e->sampler)) != SL_OK) return st;
+    e->pend = sl__calloc(S, sizeof *e->pend);
+    int nt = sl_model_host_threads(e->model);
+    e->samplers = sl__calloc((size_t)nt, sizeof *e->samplers);
+    if (!e->pend || !e->samplers) return sl__errorf(SL_OUT_OF_MEMORY, "sampler state");
+    for (; e->n_samplers < nt; e->n_samplers++)
+        if ((st = sl_sampler_scratch_create(e->n_vocab, &e->samplers[e->n_samplers])) != SL_OK) return st;
     sl_engine_stats_init(&e->stats);
     atomic_store(&e->alive, 1);
     return SL_OK;

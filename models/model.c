@@ -239,6 +239,17 @@ sl_status sl_model_kv_alloc(sl_model *m, int n_blocks, int block_size, sl_kv_dty
     return sl_llama_kv_alloc(m->ctx, n_blocks, block_size, kv_type);
 }
 
+int sl_model_host_threads(const sl_model *m) {
+    return m->backend.iface ? sl_backend_host_threads(&m->backend) : 1;
+}
+
+void sl_model_host_parallel(sl_model *m, void (*fn)(void *arg, int ith, int nth), void *arg) {
+    if (m->backend.iface)
+        sl_backend_parallel_for(&m->backend, fn, arg);
+    else
+        fn(arg, 0, 1);
+}
+
 sl_status sl_model_forward(sl_model *m, const sl_batch *b) {
     /* Token ids are checked once per step where they are used: the embedding lookup (get_rows) refuses ids
      * outside the vocabulary; the engine already refused them at submission. */

@@ -104,6 +104,12 @@ typedef struct sl_batch {
 
 sl_status sl_model_forward(sl_model *m, const sl_batch *b);
 
+/* Host work between steps (the engine's sampling) on the model's compute threads when they are CPU threads:
+ * fn(arg, ith, nth) for ith < nth, back when all are done. A model on a device, or tensor parallel, runs fn
+ * alone (nth = 1). sl_model_host_threads says nth. */
+int sl_model_host_threads(const sl_model *m);
+void sl_model_host_parallel(sl_model *m, void (*fn)(void *arg, int ith, int nth), void *arg);
+
 /* The architecture's table (one per family; llama first). */
 typedef struct sl_model_iface {
     const char *name;

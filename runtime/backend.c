@@ -104,6 +104,17 @@ sl_status sl_backend_begin_step(sl_backend *b, const sl_step_index *ix) {
     SL__DISPATCH(begin_step, ix);
 }
 
+int sl_backend_host_threads(const sl_backend *b) {
+    return b->iface && b->iface->parallel_for && b->iface->host_threads ? b->iface->host_threads(b->ctx) : 1;
+}
+
+void sl_backend_parallel_for(sl_backend *b, void (*fn)(void *arg, int ith, int nth), void *arg) {
+    if (b->iface && b->iface->parallel_for && b->iface->host_threads)
+        b->iface->parallel_for(b->ctx, fn, arg);
+    else
+        fn(arg, 0, 1);
+}
+
 sl_status sl_backend_matmul(sl_backend *b, const sl_weight *w, const float *x, int n_rows, float *y) {
     SL__DISPATCH(matmul, w, x, n_rows, y);
 }

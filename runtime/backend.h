@@ -86,6 +86,10 @@ typedef struct sl_backend_iface {
     void (*weight_free)(void *ctx, sl_weight *dev);
     /* Optional: the step's index arrays, before any operation of a forward (see the top of this file). */
     sl_status (*begin_step)(void *ctx, const sl_step_index *ix);
+    /* Optional: runs fn(arg, ith, nth) for ith < nth on the backend's host compute threads (the CPU backend's
+     * pool), for host work between steps (sampling). NULL: the caller runs it alone (nth = 1). */
+    void (*parallel_for)(void *ctx, void (*fn)(void *arg, int ith, int nth), void *arg);
+    int (*host_threads)(void *ctx);
 
     /* y[n_rows][w->n_out] = x[n_rows][w->n_in] · Wᵀ */
     sl_status (*matmul)(void *ctx, const sl_weight *w, const float *x, int n_rows, float *y);
@@ -158,6 +162,9 @@ sl_status sl_backend_download(sl_backend *b, void *dst, const void *src, size_t 
 sl_status sl_backend_upload_weight(sl_backend *b, const sl_weight *host, sl_weight *dev);
 void sl_backend_weight_free(sl_backend *b, sl_weight *dev);
 sl_status sl_backend_begin_step(sl_backend *b, const sl_step_index *ix);
+/* The backend's host threads for host work (1 without parallel_for), and running fn on them. */
+int sl_backend_host_threads(const sl_backend *b);
+void sl_backend_parallel_for(sl_backend *b, void (*fn)(void *arg, int ith, int nth), void *arg);
 sl_status sl_backend_matmul(sl_backend *b, const sl_weight *w, const float *x, int n_rows, float *y);
 sl_status sl_backend_matmul_multi(sl_backend *b, int n, const sl_weight *const *ws, const float *x, int n_rows,
                                   float *const *ys);

@@ -335,6 +335,17 @@ static sl_status cpu_attention(void *ctx, const float *q, float *out, int n_rows
     return SL_OK;
 }
 
+/* ---- host work between steps ------------------------------------------------------------------------------- */
+static void cpu_parallel_for(void *ctx, void (*fn)(void *arg, int ith, int nth), void *arg) {
+    sl_cpu_ctx *c = ctx;
+    sl_threadpool_run(c->pool, fn, arg);
+}
+
+static int cpu_host_threads(void *ctx) {
+    sl_cpu_ctx *c = ctx;
+    return sl_threadpool_size(c->pool);
+}
+
 static void cpu_free(void *ctx) {
     sl_cpu_ctx *c = ctx;
     if (!c) return;
@@ -367,6 +378,8 @@ static const sl_backend_iface sl_cpu_iface = {
     .add = cpu_add,
     .kv_store = cpu_kv_store,
     .attention = cpu_attention,
+    .parallel_for = cpu_parallel_for,
+    .host_threads = cpu_host_threads,
 };
 
 sl_status sl_backend_cpu_create(const sl_backend_cpu_params *p, sl_backend *out) {
