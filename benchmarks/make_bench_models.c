@@ -1,7 +1,7 @@
 /*
  * make_bench_models.c — writes the synthetic llama model the type benchmark runs, once per weight type.
  *
- *   sluice-make-bench-models [-o DIR] [--types q4_k,q6_k,q4_0,q8_0,q5_k,q4_1] [--tokenizer GGUF]
+ *   sluice-make-bench-models [-o DIR] [--types q4_k,q6_k,q4_0,q8_0,q5_k,q4_1] [--tokenizer GGUF] [--shape 1b|smol]
  *
  * One f32 model, many files: every tensor is drawn from a fixed-seed generator in a fixed order, so each
  * type's file quantizes the very same f32 weights (what issue 9's benchmark asks: "made by the writer from one
@@ -15,6 +15,11 @@
  * key by key (every tokenizer.* key) from the default SmolLM2 model, so llama.cpp loads the files and
  * sluice-bench-decode's prompt tokenizes to real ids; the vocabulary is that tokenizer's 49152 tokens.
  * Output: DIR/bench-1b-TYPE.gguf (TYPE lowercase, e.g. bench-1b-q4_k.gguf).
+ *
+ * --shape smol writes SmolLM2-135M's shape instead (hidden 576, 30 layers, 9 heads / 3 KV heads of 64, FFN
+ * 1536; rows are not whole 256-blocks, so only q4_0, q4_1 and q8_0 apply) as DIR/bench-smol-TYPE.gguf: a
+ * stand-in for the default model where its file cannot go (the GPU machine has no network and the 98 MB file
+ * does not travel with the tree; tests/gpu/validate.sh writes one with stories260K's tokenizer).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -27,15 +32,17 @@
 #include "sluice/sluice.h"
 
 /* The model's shape (see the top comment). */
-enum {
-    BM_DIM = 1024,
-    BM_LAYERS = 8,
-    BM_HEADS = 16,
-    BM_KV_HEADS = 4,
-    BM_HEAD_DIM = BM_DIM / BM_HEADS, /* 64 */
-    BM_FFN = 2816,                   /* 2.75 x dim, rounded to a multiple of 256 (as llama's 11008 for 4096) */
-    BM_CTX = 2048,
+typedef struct bm_shape {
+    const char *name;
+    int dim, layers, heads, kv_heads, head_dim, ffn, ctx;
+} bm_shape;
+
+static const bm_shape k_shapes[] = {
+    /* FFN 2816: 2.75 x dim, rounded to a multiple of 256 (as llama's 11008 for 4096) */
+    {"1b", 1024, 8, 16, 4, 64, 2816, 2048},
+    {"smol", 576, 30, 9, 3, 64, 1536, 8192}, /* SmolLM2-135M */
 };
+static const bm_shape *g_shape = &k_shapes[0];
 
 #define BM_SEED 0x5EEDB0B5ULL /* fixed: every file holds the same f32 model */
 #define BM_STD 0.02f          /* weight standard deviation of a trained model's init */
@@ -165,12 +172,12 @@ static sl_status bm_add_matrix(sl_gguf_writer *w, uint64_t *rng, float *scratch,
 }
 
 static sl_status bm_add_norm(sl_gguf_writer *w, float *scratch, const char *name) {
-    int64_t ne[1] = {BM_DIM};
-    for (int i = 0; i < BM_DIM; i++) scratch[i] = 1.0f;
+    int64_t ne[1] = {g_shape->dim};
+    for (int i = 0; i < g_shape->dim; i++) scratch[i] = 1.0f;
     return sl_gguf_writer_add_tensor_f32(w, name, 1, ne, SL_DTYPE_F32, scratch);
 }
 
-/* Writes DIR/bench-1b-TYPE.gguf. `scratch` holds the largest tensor in f32 (vocab x dim). */
+/* Writes DIR/bench-SHAPE-TYPE.gguf. `scratch` holds the largest tensor in f32 (vocab x dim, or ffn x dim). */
 static sl_status bm_write_model(const sl_gguf *tok, const bm_type *t, int64_t n_vocab, float *scratch,
                                 const char *dir) {
     sl_gguf_writer *w = NULL;
@@ -178,18 +185,19 @@ static sl_status bm_write_model(const sl_gguf *tok, const bm_type *t, int64_t n_
     uint64_t rng = BM_SEED;
     char name[96], path[4096];
     if (st) return st;
-    snprintf(name, sizeof name, "bench-1b-%s", t->name);
+    const bm_shape *sh = g_shape;
+    snprintf(name, sizeof name, "bench-%s-%s", sh->name, t->name);
     if ((st = sl_gguf_writer_set_str(w, "general.architecture", "llama")) ||
         (st = sl_gguf_writer_set_str(w, "general.name", name)) ||
         (st = sl_gguf_writer_set_u32(w, "general.file_type", t->ftype)) ||
         (st = sl_gguf_writer_set_u32(w, "general.quantization_version", 2)) ||
-        (st = sl_gguf_writer_set_u32(w, "llama.block_count", BM_LAYERS)) ||
-        (st = sl_gguf_writer_set_u32(w, "llama.context_length", BM_CTX)) ||
-        (st = sl_gguf_writer_set_u32(w, "llama.embedding_length", BM_DIM)) ||
-        (st = sl_gguf_writer_set_u32(w, "llama.feed_forward_length", BM_FFN)) ||
-        (st = sl_gguf_writer_set_u32(w, "llama.attention.head_count", BM_HEADS)) ||
-        (st = sl_gguf_writer_set_u32(w, "llama.attention.head_count_kv", BM_KV_HEADS)) ||
-        (st = sl_gguf_writer_set_u32(w, "llama.rope.dimension_count", BM_HEAD_DIM)) ||
+        (st = sl_gguf_writer_set_u32(w, "llama.block_count", (uint32_t)sh->layers)) ||
+        (st = sl_gguf_writer_set_u32(w, "llama.context_length", (uint32_t)sh->ctx)) ||
+        (st = sl_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)sh->dim)) ||
+        (st = sl_gguf_writer_set_u32(w, "llama.feed_forward_length", (uint32_t)sh->ffn)) ||
+        (st = sl_gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)sh->heads)) ||
+        (st = sl_gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)sh->kv_heads)) ||
+        (st = sl_gguf_writer_set_u32(w, "llama.rope.dimension_count", (uint32_t)sh->head_dim)) ||
         (st = sl_gguf_writer_set_u32(w, "llama.vocab_size", (uint32_t)n_vocab)) ||
         (st = sl_gguf_writer_set_f32(w, "llama.rope.freq_base", 10000.0f)) ||
         (st = sl_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f)))
@@ -200,16 +208,13 @@ static sl_status bm_write_model(const sl_gguf *tok, const bm_type *t, int64_t n_
             goto out;
     }
     /* Tensors in a fixed order from one seed: the same f32 values in every file. */
-    if ((st = bm_add_matrix(w, &rng, scratch, "token_embd.weight", BM_DIM, n_vocab, t->dtype))) goto out;
-    for (int l = 0; l < BM_LAYERS; l++) {
-        static const struct { const char *name; int64_t cols, rows; } mats[] = {
-            {"attn_q", BM_DIM, BM_DIM},
-            {"attn_k", BM_DIM, BM_KV_HEADS * BM_HEAD_DIM},
-            {"attn_v", BM_DIM, BM_KV_HEADS * BM_HEAD_DIM},
-            {"attn_output", BM_DIM, BM_DIM},
-            {"ffn_gate", BM_DIM, BM_FFN},
-            {"ffn_up", BM_DIM, BM_FFN},
-            {"ffn_down", BM_FFN, BM_DIM},
+    if ((st = bm_add_matrix(w, &rng, scratch, "token_embd.weight", sh->dim, n_vocab, t->dtype))) goto out;
+    const int64_t qd = (int64_t)sh->heads * sh->head_dim, kvd = (int64_t)sh->kv_heads * sh->head_dim;
+    for (int l = 0; l < sh->layers; l++) {
+        const struct { const char *name; int64_t cols, rows; } mats[] = {
+            {"attn_q", sh->dim, qd},         {"attn_k", sh->dim, kvd},   {"attn_v", sh->dim, kvd},
+            {"attn_output", qd, sh->dim},    {"ffn_gate", sh->dim, sh->ffn}, {"ffn_up", sh->dim, sh->ffn},
+            {"ffn_down", sh->ffn, sh->dim},
         };
         char tn[64];
         snprintf(tn, sizeof tn, "blk.%d.attn_norm.weight", l);
@@ -238,8 +243,18 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "-o") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tok_path = argv[++i];
-        else {
-            fprintf(stderr, "usage: %s [-o DIR] [--types q4_k,q6_k,...] [--tokenizer GGUF]\n", argv[0]);
+        else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            const char *want = argv[++i];
+            g_shape = NULL;
+            for (size_t k = 0; k < sizeof k_shapes / sizeof k_shapes[0]; k++)
+                if (!strcmp(k_shapes[k].name, want)) g_shape = &k_shapes[k];
+            if (!g_shape) {
+                fprintf(stderr, "unknown shape '%s' (1b, smol)\n", want);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "usage: %s [-o DIR] [--types q4_k,q6_k,...] [--tokenizer GGUF] [--shape 1b|smol]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -251,7 +266,9 @@ int main(int argc, char **argv) {
         sl_gguf_close(tok);
         return 1;
     }
-    float *scratch = malloc((size_t)n_vocab * BM_DIM * sizeof *scratch); /* [n_vocab][dim] f32, the largest */
+    /* the largest tensor in f32: [n_vocab][dim] or [ffn][dim] */
+    const size_t biggest = (size_t)g_shape->dim * (n_vocab > (uint64_t)g_shape->ffn ? (size_t)n_vocab : (size_t)g_shape->ffn);
+    float *scratch = malloc(biggest * sizeof *scratch);
     int rc = scratch ? 0 : 1;
     for (const char *p = types; !rc && *p;) {
         size_t len = strcspn(p, ",");
