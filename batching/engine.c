@@ -11,7 +11,9 @@
  * once, then the router (router.h) places it on the replica predicted to finish it first, or on the one it is
  * pinned to, and it lives there until it ends. A device error (SL_DEVICE from the forward pass) takes its replica
  * out of service for good: everything it held ends with an error naming it, the router skips it from then on,
- * and the others keep serving. With one replica everything behaves as the single engine did.
+ * and the others keep serving. With one replica that is also the one difference from the single engine it was:
+ * after a device error it stays out of service (submissions fail with SL_DEVICE, /ready answers 503) instead of
+ * failing that step's requests and going on (DESIGN.md §4: a sticky device error poisons its context).
  *
  * Submission (any thread) validates and tokenizes a request, then hands it to its replica's thread through a
  * mutex-protected inbox. Each replica's thread loops over steps, each three calls readable in one screen:
@@ -55,11 +57,6 @@
 #include "sl_util.h"
 #include "threadpool.h"
 
-/* Two calls of runtime/backend.h, whose header batching/ cannot include (it pulls in kernels/' kdtype.h, a layer
- * below what batching sees): the CUDA device count that the placement is checked against, and the thread tag that
- * lets SLUICE_FAULT_INJECT=<op>:<n>@<replica> fail one chosen replica. */
-int sl_backend_cuda_device_count(void);
-void sl_backend_fault_tag_set(int tag);
 
 /* ---- requests and sequences --------------------------------------------------------------------------------------- */
 typedef struct sl_queued_event {
@@ -189,8 +186,7 @@ struct sl_engine {
     char desc[64];                 /* its devices, for messages: "cpu", "cuda:0+cuda:1" */
     _Atomic int alive;             /* 0 once its device failed (for good); changes under group->mu */
     _Atomic int n_running_pub;     /* n_running, published for the stats and the router */
-    double step_us_ewma;           /* under stats_mu: step time and size for the router (SL_STEP_EWMA_ALPHA) */
-    double step_tokens_ewma;
+    double step_us_ewma;           /* under stats_mu: step time for the router (SL_STEP_EWMA_ALPHA) */
     int thread_started;
 };
 
@@ -645,10 +641,11 @@ SL_API sl_status sl_request_submit(sl_engine_t *e, const sl_request_params *p, s
                                       .n_running = atomic_load(&rp->n_running_pub) + n_inbox,
                                       .max_seqs = rp->params.max_num_seqs,
                                       .free_blocks = atomic_load(&rp->kv_free),
-                                      .block_size = rp->block_size};
+                                      .block_size = rp->block_size,
+                                      .step_token_budget = rp->params.max_num_batched_tokens};
         pthread_mutex_lock(&rp->stats_mu);
         snap[i].step_us = rp->step_us_ewma;
-        snap[i].tokens_per_step = rp->step_tokens_ewma;
+
         pthread_mutex_unlock(&rp->stats_mu);
     }
     if (stopping) {
@@ -1203,7 +1200,7 @@ static void replica_fail(sl_engine_t *e, const char *cause) {
 
 static void *engine_main(void *arg) {
     sl_engine_t *e = arg;
-    sl_backend_fault_tag_set(e->index); /* SLUICE_FAULT_INJECT=<op>:<n>@<index> aims at this replica */
+    sl_model_fault_tag_set(e->index); /* SLUICE_FAULT_INJECT=<op>:<n>@<index> aims at this replica */
     for (;;) {
         pthread_mutex_lock(&e->mu);
         while (!e->stop && !e->inbox_head && e->n_running == 0 && !e->wait_head) pthread_cond_wait(&e->cv, &e->mu);
@@ -1239,10 +1236,8 @@ static void *engine_main(void *arg) {
         e->stats.step_tokens_total += (uint64_t)n_rows;
         if (e->stats.steps_total == 1) {
             e->step_us_ewma = (double)dt;
-            e->step_tokens_ewma = (double)n_rows;
         } else {
             e->step_us_ewma += SL_STEP_EWMA_ALPHA * ((double)dt - e->step_us_ewma);
-            e->step_tokens_ewma += SL_STEP_EWMA_ALPHA * ((double)n_rows - e->step_tokens_ewma);
         }
         pthread_mutex_unlock(&e->stats_mu);
         if (st == SL_DEVICE) {
@@ -1418,7 +1413,7 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
     sl_status st;
     /* Placement first: a typo in the device list is refused before any model is read. */
     if ((st = sl_placement_parse(p->devices, p->tensor_parallel_size, &g->place)) != SL_OK) goto fail;
-    if (g->place.max_cuda >= 0 && (st = sl_placement_check_cuda(&g->place, sl_backend_cuda_device_count())) != SL_OK)
+    if (g->place.max_cuda >= 0 && (st = sl_placement_check_cuda(&g->place, sl_model_cuda_device_count())) != SL_OK)
         goto fail;
     g->devices = sl__strdup(p->devices && *p->devices ? p->devices : "cpu");
     g->reps = sl__calloc((size_t)g->place.n_replicas, sizeof *g->reps);
@@ -1613,7 +1608,6 @@ SL_API sl_status sl_engine_get_stats(sl_engine_t *e, sl_engine_stats *s) {
     return SL_OK;
 }
 
-int sl__engine_n_replicas(const sl_engine_t *e) { return e && e->group ? e->group->n_reps : 0; }
 
 sl_status sl__engine_replica_stats(sl_engine_t *e, int index, sl_engine_stats *s) {
     if (!e || !s || s->struct_size != sizeof *s)

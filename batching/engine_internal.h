@@ -8,7 +8,6 @@
 #include "sluice/sluice.h"
 
 /* Replicas the engine was created with (dead ones included). */
-int sl__engine_n_replicas(const sl_engine_t *e);
 /* One replica's counters and gauges (num_replicas = 1, num_replicas_ready = whether it is in service). */
 sl_status sl__engine_replica_stats(sl_engine_t *e, int index, sl_engine_stats *s);
 

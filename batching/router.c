@@ -10,7 +10,7 @@ static int64_t router_blocks_for(int64_t tokens, int block_size) { return (token
 
 double sl_router_predict_us(const sl_router_replica *r, const sl_router_request *req, double prior_step_us) {
     double step_us = r->step_us > 0 ? r->step_us : prior_step_us;
-    double tps = r->tokens_per_step >= 1 ? r->tokens_per_step : 1.0;
+    int64_t budget = r->step_token_budget >= 1 ? r->step_token_budget : 1;
     int n = req->n < 1 ? 1 : req->n;
     double m = req->max_tokens > 0 ? (double)req->max_tokens : 0.0;
     int room = r->max_seqs <= 0 || r->n_running + n <= r->max_seqs;
@@ -18,7 +18,8 @@ double sl_router_predict_us(const sl_router_replica *r, const sl_router_request 
         int64_t need = (int64_t)n * router_blocks_for((int64_t)req->n_prompt + (int64_t)m, r->block_size);
         room = need <= r->free_blocks;
     }
-    double steps = ((double)r->waiting_tokens + (double)req->n_prompt) / tps + m + (room ? 0.0 : m);
+    int64_t queued = r->waiting_tokens + (int64_t)req->n_prompt;
+    double steps = (double)((queued + budget - 1) / budget) + m + (room ? 0.0 : m);
     return step_us * steps;
 }
 

@@ -6,25 +6,26 @@
  * The replica chosen is the one predicted to FINISH the request first, not merely the least loaded one: a
  * replica on a faster device with a longer queue can beat an idle slow one. For replica i:
  *
- *   finish_us(i) = S_i * ( (W_i + P) / T_i  +  M  +  (room_i ? 0 : M) )
+ *   finish_us(i) = S_i * ( ceil((W_i + P) / B_i)  +  M  +  (room_i ? 0 : M) )
  *
  *   S_i   measured mean step time (EWMA, microseconds). Unmeasured (no step yet): the mean of the measured
  *         alive replicas, or 1 when none is measured (then only token counts rank the replicas).
- *   T_i   measured tokens per step (EWMA), at least 1; unmeasured: 1. S_i / T_i is the replica's cost of one
- *         token, so (W_i + P) / T_i steps is the prefill queued ahead (W_i prompt tokens of requests not yet
- *         scheduled) plus this request's own prompt P, at the step size the replica actually runs.
+ *   B_i   the replica's token budget per step (max_num_batched_tokens): the scheduler prefills at most that
+ *         many prompt tokens a step, so ceil((W_i + P) / B_i) steps clear the prefill queued ahead (W_i prompt
+ *         tokens of requests not yet scheduled) and this request's own prompt P.
  *   M     tokens the request may generate: each takes one step, whatever else shares it (decodes are
  *         batched, so the running sequences lengthen each step, which S_i measures, not the step count).
  *   room  the replica has KV blocks for the request's n sequences of P + M tokens and a free slot in its
  *         running set. Without room the request waits for running sequences to finish and free theirs; we do
  *         not know how far along they are, so the wait is taken as one generation of the same length (M).
  *
- * Why this shape: it needs only what the engine measures anyway (step time, step size, queue, free blocks),
- * it puts device speed and queue length on one scale (microseconds), and it is monotone in each: a longer
- * queue or a slower step never makes a replica look better. Its known bias, that a per-token cost measured
- * on small decode steps overstates the cost of large prefill chunks (the weights are read once per step), is
- * the same on every replica of one model, so the ranking holds.
- *
+ * Why this shape: it needs only what the engine measures or knows anyway (step time, budget, queue, free
+ * blocks), it puts device speed and queue length on one scale (microseconds), and it is monotone in each: a
+ * longer queue or a slower step never makes a replica look better. The step count uses the budget, not a
+ * measured tokens-per-step: that measurement depends on the replica's own load (a busy replica runs big
+ * steps), and an idle or never-measured replica would look many times dearer per prompt token than a busy
+ * one, so traffic would pile onto the busy replica. The load a replica carries shows in its step time instead.
+
  * Ties (equal predictions, e.g. every replica idle and unmeasured) go to the replica with the least work
  * (waiting prompt tokens plus running sequences), then to the lowest index: deterministic, and a burst of
  * identical requests spreads over idle replicas instead of piling onto replica 0.
@@ -49,7 +50,7 @@ typedef struct sl_router_replica {
     int64_t free_blocks;    /* free KV blocks (cached blocks nobody holds count as free) */
     int block_size;         /* tokens per KV block; 0 = do not check KV room */
     double step_us;         /* EWMA of its engine step time, microseconds; <= 0: not measured yet */
-    double tokens_per_step; /* EWMA of the tokens its steps ran; <= 0: not measured yet */
+    int step_token_budget;  /* tokens one step may run (max_num_batched_tokens); < 1 counts as 1 */
 } sl_router_replica;
 
 typedef struct sl_router_request {

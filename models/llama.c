@@ -8,16 +8,19 @@
  * ...) and unsupported rope scalings are refused at load with a message.
  *
  * All compute goes through the backend (runtime/backend.h); this file decides shapes and order only. Weights
- * and norm vectors are placed on the backend at load (on the CPU they stay in the file's mapping), the
- * activations live in backend memory, and only the outputs asked for come back to the host.
+ * and norm vectors are placed on the backend at load (on the CPU, the file's mapping, or in the fast mode a
+ * repacked copy of Q4_0/Q4_1/Q8_0 weights), the activations live in backend memory, and only the outputs asked
+ * for come back to the host.
  *
  * Tensor parallelism (DESIGN.md §4): a context here is one RANK of tp ranks (tp = 1: the whole model). A rank
  * holds a contiguous range of the query heads, of the KV heads and of the MLP rows: Q, K, V, gate and up are
  * split by rows (column-parallel: each rank computes its own heads / hidden units), attn_output and ffn_down
  * by columns (row-parallel: each rank's product is a partial sum of the full output), and one all-reduce after
  * each of those two adds the partial sums, so every rank's residual stream stays identical. The embedding,
- * the norms and the output projection are not split: every rank keeps them (on the CPU they are the file's
- * mapping, shared at no cost), every rank looks up its own embeddings, and rank 0 alone computes the outputs.
+ * and the norms are not split: every rank keeps them (each rank's backend places its own copy: on the CPU in the
+ * fast mode a repacked Q4/Q8 embedding costs its size per rank), every rank looks up its own embeddings, and
+ * rank 0 alone computes the outputs (an untied output.weight is placed on rank 0 only; a vocab-parallel output
+ * projection is not done yet).
  * llama_tp.c runs the ranks side by side.
  */
 #include <math.h>
@@ -135,9 +138,11 @@ static sl_status load_weight_split(llama_ctx *c, const sl_gguf *g, const char *n
         host.n_in = part;
         host.data = (const uint8_t *)t->data + (size_t)(col0 / blk) * sl_dtype_block_bytes(t->type);
     }
-    *w = host;
     st = sl_backend_upload_weight(c->backend, &host, w);
-    if (st != SL_OK) return sl__error_prefix(st, "placing tensor '%s'", name);
+    if (st != SL_OK) {
+        memset(w, 0, sizeof *w); /* nothing placed: weight_free must not see the file's pointer */
+        return sl__error_prefix(st, "placing tensor '%s'", name);
+    }
     return SL_OK;
 }
 
@@ -278,7 +283,8 @@ sl_status sl_llama_load_rank(const sl_gguf *g, const sl_model_hparams *hp, sl_ba
     if ((st = load_weight(c, g, "token_embd.weight", E, hp->n_vocab, &c->tok_embd)) != SL_OK) goto fail;
     if ((st = load_norm(c, g, "output_norm.weight", E, &c->output_norm)) != SL_OK) goto fail;
     if (sl_gguf_find_tensor(g, "output.weight")) {
-        if ((st = load_weight(c, g, "output.weight", E, hp->n_vocab, &c->output)) != SL_OK) goto fail;
+        /* only rank 0 runs the output projection (llama_forward): the other ranks do not place it */
+        if (c->rank == 0 && (st = load_weight(c, g, "output.weight", E, hp->n_vocab, &c->output)) != SL_OK) goto fail;
     } else {
         c->output = c->tok_embd; /* tied embeddings */
     }
@@ -334,11 +340,21 @@ sl_status sl_llama_kv_alloc(void *ctx, int n_blocks, int block_size, int kv_type
     c->block_size = block_size;
     c->k_pool = sl__calloc((size_t)hp->n_layer, sizeof(void *));
     c->v_pool = sl__calloc((size_t)hp->n_layer, sizeof(void *));
-    if (!c->k_pool || !c->v_pool) return sl__errorf(SL_OUT_OF_MEMORY, "KV pool table");
-    for (int l = 0; l < hp->n_layer; l++) {
-        sl_status st = sl_backend_alloc(c->backend, c->pool_bytes, &c->k_pool[l]);
+    sl_status st = c->k_pool && c->v_pool ? SL_OK : sl__errorf(SL_OUT_OF_MEMORY, "KV pool table");
+    for (int l = 0; st == SL_OK && l < hp->n_layer; l++) {
+        st = sl_backend_alloc(c->backend, c->pool_bytes, &c->k_pool[l]);
         if (st == SL_OK) st = sl_backend_alloc(c->backend, c->pool_bytes, &c->v_pool[l]);
-        if (st != SL_OK) return sl__error_prefix(st, "KV cache of %d blocks", n_blocks);
+    }
+    if (st != SL_OK) { /* no half-made pool: free what was made, and forward() sees none */
+        for (int l = 0; l < hp->n_layer; l++) {
+            if (c->k_pool) sl_backend_buf_free(c->backend, c->k_pool[l], c->pool_bytes);
+            if (c->v_pool) sl_backend_buf_free(c->backend, c->v_pool[l], c->pool_bytes);
+        }
+        free(c->k_pool);
+        free(c->v_pool);
+        c->k_pool = c->v_pool = NULL;
+        c->n_slots = 0;
+        return sl__error_prefix(st, "KV cache of %d blocks", n_blocks);
     }
     return SL_OK;
 }
@@ -455,6 +471,7 @@ static sl_status llama_forward(void *ctx, const sl_batch *b) {
     }
     int n_out = n_logits + n_hidden;
     if (n_out == 0) return SL_OK;
+    if (n_hidden > 0 && !b->hidden) return sl__errorf(SL_INTERNAL, "batch asks for hidden states but gives no buffer");
     CHECK(sl_backend_rms_norm(be, c->xb, c->output_norm, c->xb, n_out, E, hp->rms_eps));
     /* Split rows by kind, keeping batch order within each. */
     int li = 0, hi = 0;

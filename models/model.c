@@ -239,6 +239,10 @@ sl_status sl_model_kv_alloc(sl_model *m, int n_blocks, int block_size, sl_kv_dty
     return sl_llama_kv_alloc(m->ctx, n_blocks, block_size, kv_type);
 }
 
+int sl_model_cuda_device_count(void) { return sl_backend_cuda_device_count(); }
+
+void sl_model_fault_tag_set(int tag) { sl_backend_fault_tag_set(tag); }
+
 int sl_model_host_threads(const sl_model *m) {
     return m->backend.iface ? sl_backend_host_threads(&m->backend) : 1;
 }

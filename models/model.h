@@ -104,6 +104,13 @@ typedef struct sl_batch {
 
 sl_status sl_model_forward(sl_model *m, const sl_batch *b);
 
+/* Where models can run: the number of CUDA devices usable now (0 without a GPU, a driver or CUDA support in this
+ * build), so the engine can check a placement before loading anything. */
+int sl_model_cuda_device_count(void);
+/* Tags the calling thread as working for replica `tag` (tests: SLUICE_FAULT_INJECT=<op>:<n>@<tag> fails the n-th
+ * <op> of that replica's threads; runtime/backend.c). */
+void sl_model_fault_tag_set(int tag);
+
 /* Host work between steps (the engine's sampling) on the model's compute threads when they are CPU threads:
  * fn(arg, ith, nth) for ith < nth, back when all are done. A model on a device, or tensor parallel, runs fn
  * alone (nth = 1). sl_model_host_threads says nth. */

@@ -37,7 +37,9 @@ typedef struct sl_cpu_ctx {
      * step rotate by the same positions, so the pow and sincos run once per step, not 2 x n_layer times. */
     float *rope_cs;
     int32_t *rope_pos;     /* [rope_n] the positions they belong to */
-    int rope_n, rope_cap, rope_rot;
+    int rope_n, rope_rot;  /* rows and dimensions of the cached angles */
+    size_t rope_cap;       /* floats rope_cs holds; rows rope_pos holds: rope_cap_rows */
+    int rope_cap_rows;
     float rope_base, rope_scale;
 } sl_cpu_ctx;
 
@@ -115,9 +117,10 @@ static void mm_task(void *arg, int ith, int nth) {
 static sl_status cpu_matmul_multi(void *ctx, int n, const sl_weight *const *ws, const float *x, int n_rows,
                                   float *const *ys) {
     sl_cpu_ctx *c = ctx;
-    int act = c->precision == SL_PRECISION_FAST ? sl_k_act_type(ws[0]->type) : -1;
-    int same = n <= SL_CPU_MAX_MULTI;
-    for (int i = 1; i < n; i++) same = same && sl_k_act_type(ws[i]->type) == act;
+    const int fast = c->precision == SL_PRECISION_FAST;
+    int act = fast ? sl_k_act_type(ws[0]->type) : -1;
+    int same = n <= SL_CPU_MAX_MULTI; /* the exact mode reads f32 inputs whatever the types */
+    for (int i = 1; i < n; i++) same = same && (!fast || sl_k_act_type(ws[i]->type) == act);
     if (!same) { /* the inputs would need different quantizations (a K-quant mix): one product at a time */
         for (int i = 0; i < n; i++) {
             sl_status st = cpu_matmul_multi(ctx, 1, ws + i, x, n_rows, ys + i);
@@ -250,15 +253,19 @@ static sl_status cpu_rope(void *ctx, float *x, const int32_t *pos, int n_rows, i
     int same = c->rope_n == n_rows && c->rope_rot == n_rot && c->rope_base == freq_base &&
                c->rope_scale == freq_scale && !memcmp(c->rope_pos, pos, (size_t)n_rows * sizeof *pos);
     if (!same) {
-        if (n_rows > c->rope_cap || (size_t)n_rows * (size_t)n_rot > (size_t)c->rope_cap * (size_t)c->rope_rot) {
-            float *cs = sl__realloc(c->rope_cs, (size_t)n_rows * (size_t)n_rot * sizeof(float));
-            if (cs) c->rope_cs = cs;
-            int32_t *ps = cs ? sl__realloc(c->rope_pos, (size_t)n_rows * sizeof(int32_t)) : NULL;
-            if (ps) c->rope_pos = ps;
-            c->rope_n = 0; /* the cache is invalid until refilled */
-            if (!cs || !ps) return sl__errorf(SL_OUT_OF_MEMORY, "rope angles for %d rows", n_rows);
-            c->rope_cap = n_rows;
-            c->rope_rot = n_rot;
+        c->rope_n = 0; /* the cache is invalid until refilled */
+        const size_t need = (size_t)n_rows * (size_t)n_rot;
+        if (need > c->rope_cap) {
+            float *cs = sl__realloc(c->rope_cs, need * sizeof(float));
+            if (!cs) return sl__errorf(SL_OUT_OF_MEMORY, "rope angles for %d rows", n_rows);
+            c->rope_cs = cs;
+            c->rope_cap = need;
+        }
+        if (n_rows > c->rope_cap_rows) {
+            int32_t *ps = sl__realloc(c->rope_pos, (size_t)n_rows * sizeof(int32_t));
+            if (!ps) return sl__errorf(SL_OUT_OF_MEMORY, "rope positions for %d rows", n_rows);
+            c->rope_pos = ps;
+            c->rope_cap_rows = n_rows;
         }
         for (int r = 0; r < n_rows; r++)
             sl_k_rope_angles(pos[r], n_rot, freq_base, freq_scale, c->rope_cs + (size_t)r * n_rot);

@@ -156,6 +156,7 @@ typedef struct api_err {
     const char *code;
     char param[64];
     char msg[512];
+    int no_retry; /* a 503 that waiting does not cure (a device error): no Retry-After */
 } api_err;
 
 static int fail_at(api_err *e, int status, const char *param, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -167,6 +168,7 @@ static int fail_at(api_err *e, int status, const char *param, const char *fmt, .
               : status >= 500 ? "server_error"
                               : "invalid_request_error";
     e->code = NULL;
+    e->no_retry = 0;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);
@@ -197,7 +199,9 @@ static void send_json(sl_http_conn *c, int status, json_t *o, const char *extra)
 
 static void send_err(sl_http_conn *c, const api_err *e) {
     char *s = error_json(e->status, e->type, e->msg, e->param, e->code);
-    const char *extra = e->status == 429 || e->status == 503 ? "Retry-After: 1\r\n" : "";
+    /* Retry-After where waiting helps (a full queue, shutdown hand-over); not for a device error, which is for
+     * good (the replica never comes back: a client should not retry the same pin) */
+    const char *extra = e->status == 429 || (e->status == 503 && !e->no_retry) ? "Retry-After: 1\r\n" : "";
     if (!s) {
         sl_http_respond(c, 503, "application/json", "", "{}", 2);
         return;
@@ -233,8 +237,9 @@ static void submit_err(api_err *e, sl_status st, const char *prompt_param) {
     case SL_SHUTTING_DOWN:
         fail_at(e, 503, NULL, "the server is shutting down");
         break;
-    case SL_DEVICE: /* no replica (or not the pinned one) is in service: another may be, or come back */
+    case SL_DEVICE: /* the pinned replica, or every replica, is out of service, for good */
         fail_at(e, 503, NULL, "%s", m);
+        e->no_retry = 1;
         break;
     default:
         fail_at(e, 500, NULL, "%s", m);

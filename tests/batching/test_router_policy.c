@@ -12,7 +12,7 @@
 /* An idle, measured replica with plenty of KV room. */
 static sl_router_replica idle(double step_us) {
     return (sl_router_replica){.alive = 1, .waiting_tokens = 0, .n_running = 0, .max_seqs = 64,
-                               .free_blocks = 1000, .block_size = 16, .step_us = step_us, .tokens_per_step = 8};
+                               .free_blocks = 1000, .block_size = 16, .step_us = step_us, .step_token_budget = 8};
 }
 
 static int pick(const sl_router_replica *reps, int n, int n_prompt, int max_tokens, int pinned, sl_status *st_out) {
@@ -26,9 +26,10 @@ static int pick(const sl_router_replica *reps, int n, int n_prompt, int max_toke
 Test(router_policy, fast_replica_with_longer_queue_beats_idle_slow_one) {
     sl_router_replica reps[2] = {idle(100000), idle(10000)}; /* 100 ms vs 10 ms a step */
     reps[1].waiting_tokens = 400;                            /* 50 steps of queued prefill at 8 tokens a step */
-    /* slow: (0 + 32) / 8 + 16 = 20 steps x 100 ms = 2 s; fast: (400 + 32) / 8 + 16 = 70 steps x 10 ms = 0.7 s */
+    /* slow: ceil((0 + 32) / 8) + 16 = 20 steps x 100 ms = 2 s; fast: ceil((400 + 32) / 8) + 16 = 70 steps x 10 ms
+     * = 0.7 s */
     cr_assert_eq(pick(reps, 2, 32, 16, -1, NULL), 1);
-    /* a queue long enough to outweigh the speed sends it to the slow one: 5000 tokens = 625 steps = 6.7 s */
+    /* a queue long enough to outweigh the speed sends it to the slow one: ceil(5032 / 8) + 16 = 645 steps = 6.45 s */
     reps[1].waiting_tokens = 5000;
     cr_assert_eq(pick(reps, 2, 32, 16, -1, NULL), 0);
 }
@@ -44,13 +45,17 @@ Test(router_policy, shorter_queue_wins_between_equal_devices) {
 Test(router_policy, prediction_is_the_documented_formula) {
     sl_router_replica r = idle(2000);
     r.waiting_tokens = 56;
-    r.tokens_per_step = 16;
+    r.step_token_budget = 16;
     sl_router_request rq = {.n_prompt = 8, .max_tokens = 10, .n = 1, .pinned = -1};
-    /* (56 + 8) / 16 = 4 steps of prefill + 10 decode steps, 2 ms each */
+    /* ceil((56 + 8) / 16) = 4 steps of prefill + 10 decode steps, 2 ms each */
     cr_assert_float_eq(sl_router_predict_us(&r, &rq, 1.0), 14 * 2000.0, 1e-6);
     /* no KV room: it waits about one more generation */
     r.free_blocks = 0;
     cr_assert_float_eq(sl_router_predict_us(&r, &rq, 1.0), 24 * 2000.0, 1e-6);
+    /* a partial step counts whole: 57 + 8 tokens need 5 steps of 16 */
+    r.free_blocks = 1000;
+    r.waiting_tokens = 57;
+    cr_assert_float_eq(sl_router_predict_us(&r, &rq, 1.0), 15 * 2000.0, 1e-6);
 }
 
 Test(router_policy, full_kv_or_running_set_sends_the_request_elsewhere) {
@@ -75,7 +80,7 @@ Test(router_policy, dead_replica_gets_nothing_even_when_idle) {
 Test(router_policy, ties_go_to_least_work_then_lowest_index) {
     /* unmeasured, idle: the same prediction everywhere */
     sl_router_replica reps[3] = {idle(0), idle(0), idle(0)};
-    for (int i = 0; i < 3; i++) reps[i].step_us = reps[i].tokens_per_step = 0;
+    for (int i = 0; i < 3; i++) reps[i].step_us = 0;
     cr_assert_eq(pick(reps, 3, 10, 10, -1, NULL), 0, "full tie: the lowest index");
     cr_assert_eq(pick(reps, 3, 10, 10, -1, NULL), 0, "and the same answer again");
     /* same prediction (running sequences do not change the step count) but replica 0 has more work */
@@ -103,12 +108,28 @@ Test(router_policy, burst_on_idle_replicas_spreads) {
 Test(router_policy, unmeasured_replica_borrows_the_measured_step_time) {
     sl_router_replica reps[2] = {idle(4000), idle(0)};
     reps[1].step_us = 0; /* no step yet: taken as 4 ms too, so only the queues decide */
-    reps[1].tokens_per_step = 8;
     reps[0].waiting_tokens = 80;
     cr_assert_eq(pick(reps, 2, 8, 8, -1, NULL), 1);
     reps[0].waiting_tokens = 0;
     reps[1].waiting_tokens = 80;
     cr_assert_eq(pick(reps, 2, 8, 8, -1, NULL), 0);
+}
+
+/* The engine's real settings (a 512-token budget): a busy replica (40 sequences running, 30 ms steps) and a
+ * fresh one that never stepped. The fresh one must get the work: it is predicted no slower (the busy one's
+ * step time stands in for it) and carries less, and a queue on the busy one only widens the gap. */
+Test(router_policy, fresh_replica_is_not_starved_by_a_busy_one) {
+    sl_router_replica reps[2] = {idle(30000), idle(0)};
+    reps[0].step_token_budget = reps[1].step_token_budget = 512;
+    reps[0].n_running = 40;
+    reps[1].step_us = 0;
+    cr_assert_eq(pick(reps, 2, 500, 256, -1, NULL), 1);
+    reps[0].waiting_tokens = 16000;
+    cr_assert_eq(pick(reps, 2, 500, 256, -1, NULL), 1);
+    /* measured on light steps (20 ms) it still beats the busy one */
+    reps[1].step_us = 20000;
+    reps[0].waiting_tokens = 0;
+    cr_assert_eq(pick(reps, 2, 500, 256, -1, NULL), 1);
 }
 
 Test(router_policy, pinning_is_obeyed_and_checked) {

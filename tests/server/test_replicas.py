@@ -82,8 +82,13 @@ def test_device_fault_takes_replica_1_out(srv):
     m = metrics(srv)
     assert value(m, "sluice_replicas", model_name=MODEL) == 2
     assert value(m, "sluice_replicas_ready", model_name=MODEL) == 1
-    # Pinned to the dead replica: refused at once; anything else goes to replica 0 and succeeds.
+    # Pinned to the dead replica (by the body field, then by the header): refused at once, with no Retry-After
+    # (the replica does not come back); anything else goes to replica 0 and succeeds.
     r = complete(srv, sluice_replica=1)
+    assert r.status_code == 503, r.text
+    assert "replica 1 is out of service" in r.json()["error"]["message"]
+    assert "Retry-After" not in r.headers, r.headers
+    r = complete(srv, headers={"X-Sluice-Replica": "1"})
     assert r.status_code == 503, r.text
     assert "replica 1 is out of service" in r.json()["error"]["message"]
     for _ in range(4):
