@@ -7,7 +7,6 @@
 
 #include "sluice/sluice.h"
 
-/* Replicas the engine was created with (dead ones included). */
 /* One replica's counters and gauges (num_replicas = 1, num_replicas_ready = whether it is in service). */
 sl_status sl__engine_replica_stats(sl_engine_t *e, int index, sl_engine_stats *s);
 
