@@ -250,6 +250,7 @@ static sl_status cuda_upload_weight(void *ctx, const sl_weight *host, sl_weight 
     dev->n_in = host->n_in;
     dev->n_out = host->n_out;
     dev->row_bytes = row_dev;
+    dev->packed = 0;
     return SL_OK;
 fail:
     cuda_buf_free(c, d, 0);

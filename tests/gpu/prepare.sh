@@ -8,7 +8,7 @@
 #
 # Then, with the device tool (`run`), from the repository root:
 #   command: bash tests/gpu/validate.sh
-#   carry:   [".gpu-deps"]
+#   carry:   [".gpu-deps/debs"]
 #   timeout_s: 600
 # (the tree plus .gpu-deps must stay under 64 MiB: this script prints the total).
 set -euo pipefail
@@ -43,11 +43,12 @@ ls -1 "$DEST"/*.deb | wc -l | xargs echo "debs in .gpu-deps/debs:"
 
 # Python wheels: none needed (the GPU tests are C; the benchmark prints its own table).
 
-deps=$(du -cb "$ROOT/.gpu-deps" | tail -1 | cut -f1)
+rm -rf "$ROOT/.gpu-deps/root" # a local dry run's unpacked tree: validate.sh rebuilds it there; never carried
+deps=$(du -cb "$ROOT/.gpu-deps/debs" | tail -1 | cut -f1)
 tree=$(cd "$ROOT" && git ls-files -z | xargs -0 du -cb 2>/dev/null | awk '/total$/ {s += $1} END {print s}')
 untracked=$(cd "$ROOT" && git ls-files -z --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null | awk '/total$/ {s += $1} END {print s + 0}')
 total=$((deps + tree + untracked))
-printf 'sizes: .gpu-deps %.1f MiB, tracked tree %.1f MiB, untracked files %.1f MiB, total %.1f MiB (limit 64)\n' \
+printf 'sizes: .gpu-deps/debs %.1f MiB, tracked tree %.1f MiB, untracked files %.1f MiB, total %.1f MiB (limit 64)\n' \
   "$(echo "$deps / 1048576" | bc -l)" "$(echo "$tree / 1048576" | bc -l)" "$(echo "$untracked / 1048576" | bc -l)" \
   "$(echo "$total / 1048576" | bc -l)"
 if [ "$total" -ge $((60 * 1048576)) ]; then

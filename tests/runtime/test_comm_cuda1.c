@@ -65,7 +65,10 @@ static void *rank_main(void *arg) {
     if (j->st == SL_OK) j->st = j->comm->iface->broadcast(j->comm->ctx, buf, nmax * sizeof(float), j->size - 1);
     if (j->st == SL_OK) j->st = j->comm->iface->barrier(j->comm->ctx);
     if (j->st == SL_OK) j->st = sl_backend_download(j->be, j->bcast, buf, nmax * sizeof(float));
-    if (j->st != SL_OK) snprintf(j->err, sizeof j->err, "%s", sl_last_error());
+    if (j->st != SL_OK) {
+        snprintf(j->err, sizeof j->err, "%s", sl_last_error());
+        sl_comm_abort(j->comm); /* the other ranks may be waiting for this one in a collective */
+    }
     sl_backend_buf_free(j->be, buf, 0);
     sl_backend_buf_free(j->be, gath, 0);
     return NULL;
@@ -124,6 +127,6 @@ static void run_group(int size) {
 #endif
 }
 
-Test(comm_cuda1, two_ranks) { run_group(2); }
+Test(comm_cuda1, two_ranks, .timeout = 60) { run_group(2); }
 
-Test(comm_cuda1, three_ranks) { run_group(3); }
+Test(comm_cuda1, three_ranks, .timeout = 60) { run_group(3); }

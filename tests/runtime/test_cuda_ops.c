@@ -106,7 +106,7 @@ static const int k_rows[] = {1, 3, 17};
 
 /* RMSNorm: f32 throughout on both, only the sum's order differs: ~dim * 2^-24 at worst, 1e-5 is ~10x that
  * at dim 1000 and far below any wrong scale or row. Also in place (y = x), as the model calls it. */
-Test(cuda_ops, rms_norm) {
+Test(cuda_ops, rms_norm, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     uint64_t rng = 11;
@@ -135,7 +135,7 @@ Test(cuda_ops, rms_norm) {
  * double pow/sincos may differ from glibc's in the last bit of a double, far below float rounding, so the
  * results agree to ~1 float ulp: bound 1e-6. Positions up to 4000, a partial rotation (n_rot < head_dim)
  * and head_dim 80 (not a multiple of 32) included. */
-Test(cuda_ops, rope) {
+Test(cuda_ops, rope, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     uint64_t rng = 12;
@@ -165,7 +165,7 @@ Test(cuda_ops, rope) {
 
 /* RoPE without begin_step: the positions are a host array the GPU has no copy of; the backend must refuse
  * rather than read host memory from the device. */
-Test(cuda_ops, index_array_not_registered) {
+Test(cuda_ops, index_array_not_registered, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     int32_t pos[2] = {0, 1};
@@ -177,7 +177,7 @@ Test(cuda_ops, index_array_not_registered) {
 }
 
 /* SwiGLU: expf of CUDA vs the CPU's canonical exp, each within a few ulp: bound 1e-6. In place too. */
-Test(cuda_ops, swiglu) {
+Test(cuda_ops, swiglu, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     uint64_t rng = 13;
@@ -201,7 +201,7 @@ Test(cuda_ops, swiglu) {
 }
 
 /* add: one correctly rounded f32 addition per element on both: bit-identical. */
-Test(cuda_ops, add) {
+Test(cuda_ops, add, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     uint64_t rng = 14;
@@ -255,7 +255,7 @@ static host_weight make_weight(int type, int n_in, int n_out, uint64_t *rng) {
  * still ~100x below a wrong row, column or scale. (f16 weights: only the activation rounding, same bound.) */
 static double matmul_bound(int type) { return type == SL_DTYPE_F32 ? 1e-5 : 3e-3; }
 
-Test(cuda_ops, matmul) {
+Test(cuda_ops, matmul, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     uint64_t rng = 15;
@@ -287,7 +287,7 @@ Test(cuda_ops, matmul) {
 
 /* matmul_multi: Q, K and V shapes sharing the input (one f16 conversion of x on the GPU), mixed f32 and
  * quantized weights in one call; each output under its type's bound. */
-Test(cuda_ops, matmul_multi) {
+Test(cuda_ops, matmul_multi, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     uint64_t rng = 16;
@@ -324,7 +324,7 @@ Test(cuda_ops, matmul_multi) {
 /* get_rows: f32 and f16 tables are kept as they are, so rows come back bit-identical; quantized tables are
  * f16 on the device (2^-11 relative rounding per element of the exact dequantized value): bound 1e-3.
  * A token id outside the table is SL_INVALID_ARGUMENT, as on the CPU. */
-Test(cuda_ops, get_rows) {
+Test(cuda_ops, get_rows, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     uint64_t rng = 17;
@@ -462,7 +462,7 @@ static void run_attention_case(attn_case ac, uint64_t seed) {
     free(perm), free(slots), free(k), free(v), free(gk_h), free(gv_h), free(q), free(ref);
 }
 
-Test(cuda_ops, attention_f32_kv) {
+Test(cuda_ops, attention_f32_kv, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     run_attention_case((attn_case){9, 3, 64, 16, SL_DTYPE_F32}, 21);   /* the default model's shape */
@@ -471,7 +471,7 @@ Test(cuda_ops, attention_f32_kv) {
     free_backends();
 }
 
-Test(cuda_ops, attention_f16_kv) {
+Test(cuda_ops, attention_f16_kv, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     run_attention_case((attn_case){9, 3, 64, 16, SL_DTYPE_F16}, 31);
@@ -483,7 +483,7 @@ Test(cuda_ops, attention_f16_kv) {
 /* ---- the failure path --------------------------------------------------------------------------------------- */
 /* A CUDA error (a copy to an address that is no device memory) surfaces as SL_DEVICE with a message, and the
  * backend then refuses everything, even calls that would have worked: the replica leaves service. */
-Test(cuda_ops, device_error_is_sticky) {
+Test(cuda_ops, device_error_is_sticky, .timeout = 60) {
     SKIP_WITHOUT_CUDA();
     make_backends();
     float host[64] = {0}, *dy = dev_floats(host, 64);
@@ -500,7 +500,7 @@ Test(cuda_ops, device_error_is_sticky) {
 }
 
 /* Without a device the backend cannot be created, and says which device. */
-Test(cuda_ops, create_reports_missing_device) {
+Test(cuda_ops, create_reports_missing_device, .timeout = 60) {
     int n = sl_backend_cuda_device_count();
     sl_backend b;
     sl_backend_cuda_params gp = {.device = n, .precision = SL_PRECISION_EXACT, .max_ctx = 16};
