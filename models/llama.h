@@ -33,5 +33,7 @@ sl_status sl_llama_tp_load(const sl_gguf *g, const sl_model_hparams *hp, const s
 sl_status sl_llama_tp_kv_alloc(void *ctx, int n_blocks, int block_size, int kv_type);
 uint64_t sl_llama_tp_rank_weight_bytes(const void *ctx, int rank);
 const sl_comm_stats *sl_llama_tp_comm_stats(const void *ctx, int rank);
+/* Rank 0's backend: the engine thread drives it, and its host threads are idle between steps (sampling). */
+sl_backend *sl_llama_tp_rank0_backend(void *ctx);
 
 #endif

@@ -171,6 +171,11 @@ uint64_t sl_llama_tp_rank_weight_bytes(const void *ctx, int rank) {
     return sl_llama_layer_weight_bytes(t->ranks[rank]);
 }
 
+sl_backend *sl_llama_tp_rank0_backend(void *ctx) {
+    llama_tp *t = ctx;
+    return &t->backends[0];
+}
+
 const sl_comm_stats *sl_llama_tp_comm_stats(const void *ctx, int rank) {
     const llama_tp *t = ctx;
     return &t->comms[rank].stats;

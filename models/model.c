@@ -243,13 +243,22 @@ int sl_model_cuda_device_count(void) { return sl_backend_cuda_device_count(); }
 
 void sl_model_fault_tag_set(int tag) { sl_backend_fault_tag_set(tag); }
 
+/* The backend whose host threads serve host work between steps: the model's own, or rank 0's under tensor
+ * parallelism (the engine thread drives rank 0; its pool is idle between steps). */
+static sl_backend *host_backend(const sl_model *m) {
+    if (m->tp > 1) return sl_llama_tp_rank0_backend(m->ctx);
+    return m->backend.iface ? (sl_backend *)&m->backend : NULL;
+}
+
 int sl_model_host_threads(const sl_model *m) {
-    return m->backend.iface ? sl_backend_host_threads(&m->backend) : 1;
+    sl_backend *b = host_backend(m);
+    return b ? sl_backend_host_threads(b) : 1;
 }
 
 void sl_model_host_parallel(sl_model *m, void (*fn)(void *arg, int ith, int nth), void *arg) {
-    if (m->backend.iface)
-        sl_backend_parallel_for(&m->backend, fn, arg);
+    sl_backend *b = host_backend(m);
+    if (b)
+        sl_backend_parallel_for(b, fn, arg);
     else
         fn(arg, 0, 1);
 }

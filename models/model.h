@@ -111,9 +111,9 @@ int sl_model_cuda_device_count(void);
  * <op> of that replica's threads; runtime/backend.c). */
 void sl_model_fault_tag_set(int tag);
 
-/* Host work between steps (the engine's sampling) on the model's compute threads when they are CPU threads:
- * fn(arg, ith, nth) for ith < nth, back when all are done. A model on a device, or tensor parallel, runs fn
- * alone (nth = 1). sl_model_host_threads says nth. */
+/* Host work between steps (the engine's sampling) on the model's compute threads when they are CPU threads
+ * (under tensor parallelism, rank 0's): fn(arg, ith, nth) for ith < nth, back when all are done. A model on a
+ * device runs fn alone (nth = 1). sl_model_host_threads says nth. */
 int sl_model_host_threads(const sl_model *m);
 void sl_model_host_parallel(sl_model *m, void (*fn)(void *arg, int ith, int nth), void *arg);
 

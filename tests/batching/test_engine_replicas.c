@@ -273,3 +273,25 @@ Test(engine_replicas, bad_device_lists_are_refused) {
     cr_assert_eq(stats(e).num_replicas, 1);
     sl_engine_free(e);
 }
+
+/* "cpu,cpu" with tensor parallel 2 is ONE replica of two in-process ranks: requests complete through it (the
+ * step's draws on rank 0's threads), and the stats count one replica. */
+Test(engine_replicas, a_tensor_parallel_replica_serves, .timeout = 60) {
+    sl_engine_t *e = NULL;
+    cr_assert_eq(open_stories("cpu,cpu", 2, 4, &e), SL_OK, "%s", sl_last_error());
+    enum { N = 6 };
+    sl_request_t *rs[N];
+    for (int i = 0; i < N; i++) cr_assert_eq(submit(e, prompts[i % 4], 24, -1, &rs[i]), SL_OK, "%s", sl_last_error());
+    for (int i = 0; i < N; i++) {
+        result res;
+        collect(rs[i], &res);
+        sl_request_free(rs[i]);
+        cr_assert_eq(res.finish, SL_FINISH_LENGTH, "request %d: %s", i, res.message);
+        cr_assert_eq(res.n_tokens, 24);
+    }
+    sl_engine_stats s = stats(e);
+    cr_assert_eq(s.num_replicas, 1);
+    cr_assert_eq(s.num_replicas_ready, 1);
+    cr_assert_eq(s.generation_tokens_total, (uint64_t)N * 24);
+    sl_engine_free(e);
+}
