@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "comm.h"
 #include "model.h"
 #include "testutil.h"
 
@@ -212,5 +213,50 @@ Test(cuda_model, default_model_batched_equals_alone, .timeout = 300) {
     SKIP_WITHOUT_CUDA();
     char *path = default_model_or_skip();
     batched_vs_alone(path);
+    free(path);
+}
+
+/* Tensor parallel on ONE GPU: tp ranks on device 0 (separate streams, the single-GPU communicator), against the
+ * same model at TP 1 on device 0. A split sum is ordered differently, so the bound is the batched one. */
+static void tp_on_one_gpu(const char *path, int tp) {
+    static const int devs[4] = {0, 0, 0, 0};
+    sl_model *one = load(path, 1, SL_KV_F32);
+    sl_model_params mp = {.path = path, .n_threads = 2, .precision = SL_PRECISION_EXACT, .max_model_len = 256,
+                          .tp_size = tp, .devices = devs};
+    sl_model *split = NULL;
+    cr_assert_eq(sl_model_load(&mp, &split), SL_OK, "loading %s at TP %d on device 0: %s", path, tp, sl_last_error());
+    cr_assert_eq(sl_model_kv_alloc(split, 16, 16, SL_KV_F32), SL_OK, "%s", sl_last_error());
+    const int n_vocab = sl_model_get_hparams(one)->n_vocab;
+    int32_t tokens[MAX_TOK];
+    const int n = tokenize(one, tokens);
+    float *ref = malloc((size_t)n * n_vocab * sizeof(float)), *got = malloc((size_t)n * n_vocab * sizeof(float));
+    forward_alone(one, tokens, n, ref);
+    for (size_t i = 0; i < (size_t)n * n_vocab; i++) got[i] = NAN;
+    forward_alone(split, tokens, n, got);
+    char what[256];
+    snprintf(what, sizeof what, "%s TP %d on one GPU vs TP 1", path, tp);
+    double worst = compare(got, ref, n, n_vocab, BATCH_REL, what);
+    printf("[METRIC] %s: worst normalized logit error %.4g over %d positions\n", what, worst, n);
+    sl_comm_stats cs;
+    cr_assert_eq(sl_model_comm_stats(split, 0, &cs), SL_OK);
+    cr_expect_eq(cs.all_reduces, 2 * (uint64_t)sl_model_get_hparams(one)->n_layer, "two all-reduces per layer");
+    free(ref);
+    free(got);
+    sl_model_free(split);
+    sl_model_free(one);
+}
+
+Test(cuda_model, stories260k_tp2_on_one_gpu, .timeout = 120) {
+    SKIP_WITHOUT_CUDA();
+    char *path = sl_test_data_path("stories260K.gguf"); /* 8 heads, 4 KV heads: TP 2 and 4 divide them */
+    tp_on_one_gpu(path, 2);
+    tp_on_one_gpu(path, 4);
+    free(path);
+}
+
+Test(cuda_model, default_model_tp3_on_one_gpu, .timeout = 300) {
+    SKIP_WITHOUT_CUDA();
+    char *path = default_model_or_skip(); /* 9 heads, 3 KV heads: TP 3 */
+    tp_on_one_gpu(path, 3);
     free(path);
 }
