@@ -6,8 +6,9 @@
  *   peer      → publisher: "SLCOMMQ1"                      (8 bytes, the request)
  *   publisher → peer:      "SLCOMMA1" + id[SL_COMM_ID_BYTES] (the answer)
  * The publisher serves connections concurrently with poll(): a connection that sends anything but the
- * request, or closes before sending it, is dropped and not counted, so a port scanner or a confused client
- * can neither crash the publisher nor take a real peer's place. Every wait is bounded by the caller's
+ * request, closes before sending it, or has not sent it within SL_ID_CLIENT_MS, is dropped and not counted,
+ * so a port scanner, a confused client or a crowd of idle connections can neither crash the publisher nor
+ * keep a real peer out for longer than that (peers wait in the listen backlog meanwhile). Every wait is bounded by the caller's
  * timeout through poll(); sockets are non-blocking throughout and writes use MSG_NOSIGNAL (a peer that
  * hangs up must not kill the process with SIGPIPE).
  */
@@ -35,6 +36,12 @@ static const char sl__id_ans[SL_ID_MAGIC_LEN] = {'S', 'L', 'C', 'O', 'M', 'M', '
 #define SL_ID_MAX_CLIENTS 256
 /* Pause between connection attempts of a fetcher while the publisher is not listening yet. */
 #define SL_ID_RETRY_MS 50
+/* How long an accepted connection may take to send its 8-byte request: a real peer sends it at once, so a
+ * second is generous, and it bounds how long idle connections can hold the publisher's slots. */
+#define SL_ID_CLIENT_MS 1000
+/* Pause of the listener after accept() ran out of file descriptors (EMFILE/ENFILE): the pending connection
+ * stays readable, so without a pause poll() would return at once, again and again. */
+#define SL_ID_EMFILE_PAUSE_MS 50
 
 struct sl_comm_id_server {
     int fd;
@@ -116,7 +123,8 @@ void sl_comm_id_server_close(sl_comm_id_server *s) {
 
 typedef struct id_client {
     int fd;
-    int got; /* request bytes received so far */
+    int64_t drop_at_us; /* accepted + SL_ID_CLIENT_MS: dropped then if still incomplete */
+    int got;            /* request bytes received so far */
     char req[SL_ID_MAGIC_LEN];
 } id_client;
 
@@ -145,7 +153,7 @@ sl_status sl_comm_id_server_serve(sl_comm_id_server *s, const uint8_t *id, int n
     id_client cl[SL_ID_MAX_CLIENTS];
     struct pollfd pf[SL_ID_MAX_CLIENTS + 1];
     int n_cl = 0, served = 0;
-    int64_t deadline = sl_now_us() + (int64_t)timeout_ms * 1000;
+    int64_t deadline = sl_now_us() + (int64_t)timeout_ms * 1000, listen_again_us = 0;
     sl_status st = SL_OK;
     while (served < n_peers) {
         int left = ms_left(deadline);
@@ -154,8 +162,14 @@ sl_status sl_comm_id_server_serve(sl_comm_id_server *s, const uint8_t *id, int n
                             served, n_peers, timeout_ms);
             break;
         }
+        /* wake for the earliest client deadline, and for the end of a listener pause */
+        int64_t now = sl_now_us(), wake = deadline;
+        for (int i = 0; i < n_cl; i++) wake = SL_MIN(wake, cl[i].drop_at_us);
+        if (listen_again_us > now) wake = SL_MIN(wake, listen_again_us);
+        left = SL_MIN(left, ms_left(wake) + 1);
         int n_pf = 0;
-        if (n_cl < SL_ID_MAX_CLIENTS) pf[n_pf++] = (struct pollfd){.fd = s->fd, .events = POLLIN};
+        if (n_cl < SL_ID_MAX_CLIENTS && now >= listen_again_us)
+            pf[n_pf++] = (struct pollfd){.fd = s->fd, .events = POLLIN};
         int first_client = n_pf;
         for (int i = 0; i < n_cl; i++) pf[n_pf++] = (struct pollfd){.fd = cl[i].fd, .events = POLLIN};
         int r = poll(pf, (nfds_t)n_pf, left);
@@ -163,11 +177,13 @@ sl_status sl_comm_id_server_serve(sl_comm_id_server *s, const uint8_t *id, int n
             st = sl__errorf(SL_IO, "id exchange on %s: poll: %s", s->where, strerror(errno));
             break;
         }
-        if (r <= 0) continue;
+        if (r < 0) continue;
+        now = sl_now_us();
         /* clients first, from the back, so dropping one (swap with the last) keeps indices valid */
         for (int i = n_cl - 1; i >= 0; i--) {
-            if (!(pf[first_client + i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            int res = client_read(&cl[i]);
+            int res = 0;
+            if (pf[first_client + i].revents & (POLLIN | POLLHUP | POLLERR)) res = client_read(&cl[i]);
+            if (res == 0 && now >= cl[i].drop_at_us) res = -1; /* too slow: its slot goes to someone else */
             if (res == 0) continue;
             if (res == 1 && send(cl[i].fd, ans, sizeof ans, MSG_NOSIGNAL) == (ssize_t)sizeof ans) served++;
             close(cl[i].fd);
@@ -176,8 +192,12 @@ sl_status sl_comm_id_server_serve(sl_comm_id_server *s, const uint8_t *id, int n
         if (first_client == 1 && (pf[0].revents & POLLIN)) {
             while (n_cl < SL_ID_MAX_CLIENTS) {
                 int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (fd < 0) break; /* EAGAIN: no more pending; other errors: that connection is gone */
-                cl[n_cl++] = (id_client){.fd = fd};
+                if (fd < 0) {
+                    /* out of descriptors: the connection stays pending; listen again a little later */
+                    if (errno == EMFILE || errno == ENFILE) listen_again_us = sl_now_us() + SL_ID_EMFILE_PAUSE_MS * 1000;
+                    break; /* EAGAIN: no more pending; other errors: that connection is gone */
+                }
+                cl[n_cl++] = (id_client){.fd = fd, .drop_at_us = sl_now_us() + (int64_t)SL_ID_CLIENT_MS * 1000};
             }
         }
     }
@@ -194,8 +214,17 @@ sl_status sl_comm_id_publish(const char *host, int port, const uint8_t *id, int 
     return st;
 }
 
-/* One connection attempt: 1 connected (*fd_out), 0 refused or unreachable for now (retry), -1 error. */
+/* Whether a failed connect is worth retrying: the publisher may not listen yet, or the network may still come
+ * up; a permission or address-family error will not change. */
+static int connect_retryable(int e) {
+    return e == ECONNREFUSED || e == ETIMEDOUT || e == ENETUNREACH || e == EHOSTUNREACH || e == ECONNRESET ||
+           e == EAGAIN || e == EINTR;
+}
+
+/* One connection attempt: 1 connected (*fd_out), 0 refused or unreachable for now (retry), -1 an error that
+ * retrying cannot cure (on every address). */
 static int try_connect(const struct addrinfo *ai, int64_t deadline, int *fd_out, int *err) {
+    int retry = 0;
     for (const struct addrinfo *a = ai; a; a = a->ai_next) {
         int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
         if (fd < 0) {
@@ -220,9 +249,10 @@ static int try_connect(const struct addrinfo *ai, int64_t deadline, int *fd_out,
             return 1;
         }
         *err = errno;
+        retry |= connect_retryable(errno);
         close(fd);
     }
-    return 0;
+    return retry ? 0 : -1;
 }
 
 sl_status sl_comm_id_fetch(const char *host, int port, uint8_t *id, int timeout_ms) {
@@ -235,13 +265,15 @@ sl_status sl_comm_id_fetch(const char *host, int port, uint8_t *id, int timeout_
     int gai = getaddrinfo(h, portstr, &hints, &ai);
     if (gai != 0) return sl__errorf(SL_IO, "id exchange: cannot resolve %s:%d (%s)", h, port, gai_strerror(gai));
     int64_t deadline = sl_now_us() + (int64_t)timeout_ms * 1000;
-    int fd = -1, err = ETIMEDOUT;
-    while (try_connect(ai, deadline, &fd, &err) == 0) {
+    int fd = -1, err = ETIMEDOUT, rc;
+    while ((rc = try_connect(ai, deadline, &fd, &err)) == 0) {
         int left = ms_left(deadline);
         if (left == 0) break;
         poll(NULL, 0, SL_MIN(left, SL_ID_RETRY_MS)); /* the publisher may not listen yet: try again soon */
     }
     freeaddrinfo(ai);
+    if (rc < 0)
+        return sl__errorf(SL_IO, "id exchange: cannot connect to %s:%d: %s", h, port, strerror(err));
     if (fd < 0)
         return sl__errorf(SL_TIMEOUT, "id exchange: no publisher at %s:%d within %d ms (last error: %s)", h, port,
                           timeout_ms, strerror(err));

@@ -209,6 +209,29 @@ Test(comm_tcp, hostile_clients_are_dropped_and_not_counted, .timeout = 30) {
     sl_comm_id_server_close(r.s);
 }
 
+/* More idle connections than the publisher has slots (they connect and never send a byte): each is dropped
+ * after its second, so a real peer that came after them still gets the id, within the publisher's timeout. */
+Test(comm_tcp, idle_connections_cannot_keep_a_peer_out, .timeout = 30) {
+    enum { N_IDLE = 300 }; /* > the publisher's 256 slots, < its listen backlog + slots */
+    uint8_t id[SL_COMM_ID_BYTES];
+    make_id(id, 11);
+    server_run r = {.id = id};
+    int port;
+    cr_assert_eq(sl_comm_id_server_open("127.0.0.1", 0, &r.s, &port), SL_OK);
+    pthread_create(&r.th, NULL, serve_main, &r);
+    int idle[N_IDLE];
+    for (int i = 0; i < N_IDLE; i++) idle[i] = connect_to(port);
+    uint8_t got[SL_COMM_ID_BYTES];
+    int64_t t0 = sl_now_us();
+    cr_assert_eq(sl_comm_id_fetch("127.0.0.1", port, got, 4500), SL_OK, "%s", sl_last_error());
+    cr_assert(memcmp(got, id, sizeof got) == 0);
+    cr_assert_lt(sl_now_us() - t0, 4000000, "the peer waited more than two rounds of idle drops");
+    pthread_join(r.th, NULL);
+    cr_assert_eq(r.st, SL_OK, "%s", sl_last_error());
+    for (int i = 0; i < N_IDLE; i++) close(idle[i]);
+    sl_comm_id_server_close(r.s);
+}
+
 Test(comm_tcp, bad_arguments_are_statuses, .timeout = 10) {
     uint8_t id[SL_COMM_ID_BYTES] = {0};
     sl_comm_id_server *s;
