@@ -9,9 +9,10 @@
  * Weights are placed once by upload_weight: f32 and f16 weights are kept in their type; every other type
  * (the quantized ones, bf16) is dequantized on the host row by row (sl_k_dequantize_row) into f16 in a pinned
  * staging buffer, then copied over. A product with f16 weights converts its f32 input to f16 once (one pass
- * for Q, K and V together), and cuBLAS multiplies f16 x f16 into an f32 output. Precision: the exact and fast
- * modes are the same here for now (f16 weights and f16 activations in both, f32 accumulation); an f16 input
- * rounds to 11 significant bits (relative error 2^-11 per element), which the logit tests bound.
+ * for Q, K and V together), and cuBLAS multiplies f16 x f16 into an f32 output: the fast mode (an f16 input
+ * rounds to 11 significant bits, relative error 2^-11 per element, which the logit tests bound). The exact mode
+ * keeps its promise of f32 activations: every weight is placed in f32 (twice the memory of f16) and the
+ * products run f32 x f32 with f32 compute (no TF32).
  *
  * Index arrays (backend.h) are host memory. begin_step packs every array of the step (tokens, positions, slots,
  * row_seq, row_n_ctx and the block tables, made dense as [n_seqs][max_blocks]) into one pinned buffer and
@@ -195,8 +196,10 @@ static sl_status cuda_synchronize(void *ctx) {
 static sl_status cuda_upload_weight(void *ctx, const sl_weight *host, sl_weight *dev) {
     sl_cuda_ctx *c = ctx;
     ENTER(c);
-    const int keep = host->type == SL_DTYPE_F32 || host->type == SL_DTYPE_F16;
-    const int dtype = keep ? host->type : SL_DTYPE_F16;
+    /* exact mode: f32 weights (and so f32 activations, SGEMM-class products); fast mode: f16 */
+    const int exact = c->precision == SL_PRECISION_EXACT;
+    const int keep = host->type == SL_DTYPE_F32 || (!exact && host->type == SL_DTYPE_F16);
+    const int dtype = keep ? host->type : exact ? SL_DTYPE_F32 : SL_DTYPE_F16;
     const size_t esize = dtype == SL_DTYPE_F32 ? 4 : 2;
     if (host->n_in <= 0 || host->n_out <= 0)
         return sl__errorf(SL_INVALID_ARGUMENT, "weight of %d x %d", host->n_out, host->n_in);
@@ -228,6 +231,8 @@ static sl_status cuda_upload_weight(void *ctx, const sl_weight *host, sl_weight 
             uint8_t *dst = (uint8_t *)c->stage + (size_t)r * row_dev;
             if (keep) {
                 memcpy(dst, src, row_dev);
+            } else if (dtype == SL_DTYPE_F32) {
+                sl_k_dequantize_row(host->type, src, (float *)dst, host->n_in);
             } else {
                 sl_k_dequantize_row(host->type, src, c->row_f32, host->n_in);
                 sl_k_quantize_row(SL_DTYPE_F16, c->row_f32, dst, host->n_in);
