@@ -216,6 +216,7 @@ SL_API void sl_engine_params_init(sl_engine_params *p) {
     p->enable_prefix_caching = 1;
     p->devices = "cpu";
     p->tensor_parallel_size = 1;
+    p->gpu_memory_utilization = 0.9;
 }
 
 SL_API void sl_model_info_init(sl_model_info *info) {
@@ -1336,13 +1337,19 @@ static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engin
         e->model_path = e0->model_path;
     }
 
-    /* KV pool, per replica: the budget given, or min(2 GiB, what max_num_seqs full-length sequences need). */
+    /* KV pool, per replica: the budget given; else on GPUs what the weights leave of gpu_memory_utilization of
+     * each device (measured now, after they loaded), and on the CPU min(2 GiB, what max_num_seqs full-length
+     * sequences need). */
     size_t block_bytes = sl_model_kv_block_bytes(e->model, e->block_size, p->kv_dtype);
     int per_seq = blocks_needed(e, e->max_len);
     uint64_t budget = p->kv_cache_bytes;
     if (budget == 0) {
         uint64_t full = (uint64_t)per_seq * (uint64_t)p->max_num_seqs * block_bytes;
-        budget = SL_MIN(full, (uint64_t)2 << 30);
+        st = sl_model_kv_device_budget(e->model, p->gpu_memory_utilization, &budget);
+        if (st == SL_UNSUPPORTED) /* host memory */
+            budget = SL_MIN(full, (uint64_t)2 << 30);
+        else if (st != SL_OK)
+            return st;
     }
     uint64_t n_blocks = budget / block_bytes;
     if (n_blocks < (uint64_t)per_seq)
@@ -1400,6 +1407,8 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
         return sl__errorf(SL_INVALID_ARGUMENT, "block_size %d is not a power of two in [1, 1024]", p->block_size);
     if (p->max_waiting_requests < 1)
         return sl__errorf(SL_INVALID_ARGUMENT, "max_waiting_requests %d < 1", p->max_waiting_requests);
+    if (!(p->gpu_memory_utilization > 0 && p->gpu_memory_utilization <= 1))
+        return sl__errorf(SL_INVALID_ARGUMENT, "gpu_memory_utilization %g is outside (0, 1]", p->gpu_memory_utilization);
     if (p->max_waiting_tokens < 1)
         return sl__errorf(SL_INVALID_ARGUMENT, "max_waiting_tokens %lld < 1", (long long)p->max_waiting_tokens);
     if (p->kv_dtype != SL_KV_F32 && p->kv_dtype != SL_KV_F16)

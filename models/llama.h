@@ -35,5 +35,6 @@ uint64_t sl_llama_tp_rank_weight_bytes(const void *ctx, int rank);
 const sl_comm_stats *sl_llama_tp_comm_stats(const void *ctx, int rank);
 /* Rank 0's backend: the engine thread drives it, and its host threads are idle between steps (sampling). */
 sl_backend *sl_llama_tp_rank0_backend(void *ctx);
+sl_backend *sl_llama_tp_rank_backend(void *ctx, int rank);
 
 #endif

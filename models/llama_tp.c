@@ -171,9 +171,11 @@ uint64_t sl_llama_tp_rank_weight_bytes(const void *ctx, int rank) {
     return sl_llama_layer_weight_bytes(t->ranks[rank]);
 }
 
-sl_backend *sl_llama_tp_rank0_backend(void *ctx) {
+sl_backend *sl_llama_tp_rank0_backend(void *ctx) { return sl_llama_tp_rank_backend(ctx, 0); }
+
+sl_backend *sl_llama_tp_rank_backend(void *ctx, int rank) {
     llama_tp *t = ctx;
-    return &t->backends[0];
+    return &t->backends[rank];
 }
 
 const sl_comm_stats *sl_llama_tp_comm_stats(const void *ctx, int rank) {

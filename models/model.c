@@ -16,12 +16,16 @@
 #include "sl_util.h"
 #include "tokenizer.h"
 
+/* Tensor-parallel ranks of one model: the configuration's bound (include/sluice/config.h). */
+#define SL_MODEL_MAX_TP 64
+
 struct sl_model {
     sl_gguf *gguf;
     sl_model_hparams hp;
     int max_len;
     sl_backend backend;         /* tp = 1; unused (no iface) under tensor parallelism, each rank has its own */
     int tp;                     /* tensor-parallel ranks, >= 1 */
+    int devices[SL_MODEL_MAX_TP]; /* [tp] each rank's device (SL_DEVICE_CPU or a CUDA ordinal) */
     const sl_model_iface *iface;
     void *ctx;
     sl_tokenizer *tok;
@@ -128,6 +132,8 @@ static sl_status read_hparams(const sl_gguf *g, const char *path, sl_model_hpara
 static sl_status check_tp(const sl_model_hparams *hp, int tp) {
     if (tp < 0) return sl__errorf(SL_INVALID_ARGUMENT, "tensor parallel size %d is negative", tp);
     if (tp <= 1) return SL_OK;
+    if (tp > SL_MODEL_MAX_TP)
+        return sl__errorf(SL_INVALID_ARGUMENT, "tensor parallel size %d is above %d", tp, SL_MODEL_MAX_TP);
     if (hp->n_head % tp != 0 || hp->n_head_kv % tp != 0 || hp->n_ff % tp != 0)
         return sl__errorf(SL_INVALID_ARGUMENT,
                           "tensor parallel size %d does not divide the model's %d attention heads, %d KV heads and "
@@ -152,6 +158,7 @@ sl_status sl_model_load(const sl_model_params *p, sl_model **out) {
     }
     if ((st = check_tp(&m->hp, p->tp_size)) != SL_OK) goto fail;
     m->tp = p->tp_size > 1 ? p->tp_size : 1;
+    for (int r = 0; r < m->tp; r++) m->devices[r] = p->devices ? p->devices[r] : SL_DEVICE_CPU;
     if (m->tp > 1) {
         sl_llama_tp_params tpp = {.tp = m->tp, .devices = p->devices, .n_threads = p->n_threads,
                                   .precision = p->precision, .max_ctx = m->max_len};
@@ -242,6 +249,31 @@ sl_status sl_model_kv_alloc(sl_model *m, int n_blocks, int block_size, sl_kv_dty
 int sl_model_cuda_device_count(void) { return sl_backend_cuda_device_count(); }
 
 void sl_model_fault_tag_set(int tag) { sl_backend_fault_tag_set(tag); }
+
+sl_status sl_model_kv_device_budget(sl_model *m, double fraction, uint64_t *bytes) {
+    *bytes = 0;
+    if (!(fraction > 0 && fraction <= 1))
+        return sl__errorf(SL_INVALID_ARGUMENT, "device memory fraction %g outside (0, 1]", fraction);
+    const int tp = m->tp > 1 ? m->tp : 1;
+    /* Per rank: the device's room for KV = fraction * total - in use. Ranks sharing a device (the single-GPU
+     * communicator) share its room, each rank holding 1/tp of every block. */
+    double blocks_per_byte_min = -1; /* the smallest room per rank, in bytes of this rank's KV share */
+    for (int r = 0; r < tp; r++) {
+        sl_backend *b = tp > 1 ? sl_llama_tp_rank_backend(m->ctx, r) : &m->backend;
+        size_t free_b = 0, total_b = 0;
+        sl_status st = sl_backend_mem_info(b, &free_b, &total_b);
+        if (st != SL_OK) return st;
+        int sharing = 0; /* ranks on the same device as rank r */
+        for (int q = 0; q < tp; q++) sharing += m->devices[q] == m->devices[r];
+        double room = fraction * (double)total_b - (double)(total_b - free_b);
+        if (room <= 0) room = 0;
+        double per_rank = room / sharing;
+        if (blocks_per_byte_min < 0 || per_rank < blocks_per_byte_min) blocks_per_byte_min = per_rank;
+    }
+    /* every rank holds 1/tp of the pool: the pool is tp times the smallest rank's room */
+    *bytes = (uint64_t)(blocks_per_byte_min * tp);
+    return SL_OK;
+}
 
 /* The backend whose host threads serve host work between steps: the model's own, or rank 0's under tensor
  * parallelism (the engine thread drives rank 0; its pool is idle between steps). */

@@ -104,6 +104,11 @@ sl_status sl_backend_begin_step(sl_backend *b, const sl_step_index *ix) {
     SL__DISPATCH(begin_step, ix);
 }
 
+sl_status sl_backend_mem_info(sl_backend *b, size_t *free_bytes, size_t *total_bytes) {
+    if (!b->iface || !b->iface->mem_info) return sl__errorf(SL_UNSUPPORTED, "backend has no device memory");
+    return b->iface->mem_info(b->ctx, free_bytes, total_bytes);
+}
+
 int sl_backend_host_threads(const sl_backend *b) {
     return b->iface && b->iface->parallel_for && b->iface->host_threads ? b->iface->host_threads(b->ctx) : 1;
 }

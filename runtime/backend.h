@@ -90,6 +90,8 @@ typedef struct sl_backend_iface {
      * pool), for host work between steps (sampling). NULL: the caller runs it alone (nth = 1). */
     void (*parallel_for)(void *ctx, void (*fn)(void *arg, int ith, int nth), void *arg);
     int (*host_threads)(void *ctx);
+    /* Optional: the device's free and total memory now, bytes (NULL for host memory: no device budget). */
+    sl_status (*mem_info)(void *ctx, size_t *free_bytes, size_t *total_bytes);
 
     /* y[n_rows][w->n_out] = x[n_rows][w->n_in] · Wᵀ */
     sl_status (*matmul)(void *ctx, const sl_weight *w, const float *x, int n_rows, float *y);
@@ -164,6 +166,8 @@ void sl_backend_weight_free(sl_backend *b, sl_weight *dev);
 sl_status sl_backend_begin_step(sl_backend *b, const sl_step_index *ix);
 /* The backend's host threads for host work (1 without parallel_for), and running fn on them. */
 int sl_backend_host_threads(const sl_backend *b);
+/* Free and total device memory; SL_UNSUPPORTED for a backend on host memory. */
+sl_status sl_backend_mem_info(sl_backend *b, size_t *free_bytes, size_t *total_bytes);
 void sl_backend_parallel_for(sl_backend *b, void (*fn)(void *arg, int ith, int nth), void *arg);
 sl_status sl_backend_matmul(sl_backend *b, const sl_weight *w, const float *x, int n_rows, float *y);
 sl_status sl_backend_matmul_multi(sl_backend *b, int n, const sl_weight *const *ws, const float *x, int n_rows,

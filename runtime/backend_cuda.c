@@ -192,6 +192,13 @@ static sl_status cuda_synchronize(void *ctx) {
     return SL_OK;
 }
 
+static sl_status cuda_mem_info(void *ctx, size_t *free_bytes, size_t *total_bytes) {
+    sl_cuda_ctx *c = ctx;
+    ENTER(c);
+    CU(cudaMemGetInfo(free_bytes, total_bytes), "reading the device's free memory");
+    return SL_OK;
+}
+
 /* ---- weights ----------------------------------------------------------------------------------------------- */
 static sl_status cuda_upload_weight(void *ctx, const sl_weight *host, sl_weight *dev) {
     sl_cuda_ctx *c = ctx;
@@ -542,6 +549,7 @@ static const sl_backend_iface sl_cuda_iface = {
     .upload_weight = cuda_upload_weight,
     .weight_free = cuda_weight_free,
     .begin_step = cuda_begin_step,
+    .mem_info = cuda_mem_info,
     .matmul = cuda_matmul,
     .matmul_multi = cuda_matmul_multi,
     .get_rows = cuda_get_rows,

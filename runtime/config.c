@@ -946,4 +946,5 @@ SL_API void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p) 
     p->enable_prefix_caching = c->enable_prefix_caching;
     p->devices = sl__cfg_or_null(c->devices); /* NULL: the engine's default, cpu */
     p->tensor_parallel_size = c->tensor_parallel_size;
+    p->gpu_memory_utilization = c->gpu_memory_utilization;
 }

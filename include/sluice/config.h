@@ -68,6 +68,8 @@
  *       a machine without that GPU is refused when the engine starts, not here (the config does not probe).
  *   tensor_parallel_size 1..64: every layer all-reduces across all ranks twice, so past a few dozen ranks a
  *       replica of any model we serve would spend its step communicating; 64 also bounds per-rank tables.
+ *   gpu_memory_utilization 0.05..1: a fraction of device memory; below 5% not even a small model's KV fits
+ *       beside CUDA's own context, and above 1 is not memory.
  *   port <= 65535: a TCP port; 0 lets the kernel pick one.
  *   max_connections <= 65536: each connection holds a file descriptor and a few KiB; more than one process's
  *       usual descriptor limit.
@@ -124,6 +126,9 @@
     X("Engine", tensor_parallel_size, INT, 0, "1", 1, 64, NULL,                                             \
       "Devices per replica: each layer is split over this many consecutive devices entries. The number of "  \
       "entries must be a multiple of it.")                                                                  \
+    X("Engine", gpu_memory_utilization, FLOAT, 0, "0.9", 0.05, 1, NULL,                                     \
+      "GPU replicas: the fraction of each GPU's memory Sluice may fill; with kv_cache_size 0 the KV cache "   \
+      "takes what the weights leave of it, measured after they load. CPU replicas ignore it.")              \
     X("Server", host, STRING, 0, "127.0.0.1", 0, 0, NULL, "Address the HTTP server listens on.")             \
     X("Server", port, INT, 0, "8080", 0, 65535, NULL, "TCP port of the HTTP server; 0: any free port.")      \
     X("Server", api_key, STRING, 0, "", 0, 0, NULL,                                                         \

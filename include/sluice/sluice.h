@@ -111,6 +111,9 @@ typedef struct sl_engine_params {
      * of two GPUs. NULL or "" = "cpu". A CUDA entry the machine lacks is refused by sl_engine_create. */
     const char *devices;           /* default "cpu" */
     int tensor_parallel_size;      /* devices per replica, 1..64; default 1 */
+    /* GPU replicas with kv_cache_bytes 0: the KV cache takes what the weights leave of this fraction of each
+     * device's memory (measured after they load); default 0.9. CPU replicas ignore it. */
+    double gpu_memory_utilization;
 } sl_engine_params;
 
 #define SL_DEFAULT_MAX_NUM_SEQS 64

@@ -10,6 +10,7 @@
  * stays its own.
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,4 +295,36 @@ Test(engine_replicas, a_tensor_parallel_replica_serves, .timeout = 60) {
     cr_assert_eq(s.num_replicas_ready, 1);
     cr_assert_eq(s.generation_tokens_total, (uint64_t)N * 24);
     sl_engine_free(e);
+}
+
+/* gpu_memory_utilization is checked whatever the devices (a fraction of memory, in (0, 1]); a CPU replica does
+ * not use it (its KV budget is kv_cache_size or the CPU default), so even 5% serves normally. */
+Test(engine_replicas, gpu_memory_utilization_is_checked_and_cpu_ignores_it, .timeout = 60) {
+    char *path = sl_test_data_path("stories260K.gguf");
+    const double bad[] = {0.0, -0.5, 1.5, NAN};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sl_engine_params ep;
+        sl_engine_params_init(&ep);
+        cr_assert_float_eq(ep.gpu_memory_utilization, 0.9, 1e-12, "the default");
+        ep.model_path = path;
+        ep.gpu_memory_utilization = bad[i];
+        sl_engine_t *e = NULL;
+        cr_assert_eq(sl_engine_create(&ep, &e), SL_INVALID_ARGUMENT, "fraction %g accepted", bad[i]);
+        cr_assert(strstr(sl_last_error(), "gpu_memory_utilization"), "%s", sl_last_error());
+    }
+    sl_engine_params ep;
+    sl_engine_params_init(&ep);
+    ep.model_path = path;
+    ep.n_threads = 1;
+    ep.gpu_memory_utilization = 0.05;
+    sl_engine_t *e = NULL;
+    cr_assert_eq(sl_engine_create(&ep, &e), SL_OK, "%s", sl_last_error());
+    sl_request_t *r;
+    cr_assert_eq(submit(e, prompts[0], 16, -1, &r), SL_OK, "%s", sl_last_error());
+    result res;
+    collect(r, &res);
+    sl_request_free(r);
+    cr_assert_eq(res.finish, SL_FINISH_LENGTH, "%s", res.message);
+    sl_engine_free(e);
+    free(path);
 }

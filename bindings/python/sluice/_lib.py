@@ -83,6 +83,7 @@ class EngineParams(Structure):
         ("max_waiting_tokens", ctypes.c_int64),
         ("devices", c_char_p),  # "cpu", "0,1", "cpu,cpu": entries grouped by tensor_parallel_size into replicas
         ("tensor_parallel_size", c_int),
+        ("gpu_memory_utilization", ctypes.c_double),  # GPU replicas: fraction of device memory to fill
     ]
 
 
