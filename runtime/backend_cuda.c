@@ -281,13 +281,22 @@ static sl_status cuda_begin_step(void *ctx, const sl_step_index *ix) {
     sl_cuda_ctx *c = ctx;
     ENTER(c);
     const size_t n = ix->n_rows > 0 ? (size_t)ix->n_rows : 0;
+    /* Every check before anything of c->ix changes: a refused step leaves the last good mapping in place (and
+     * a bad argument is a status, not a device error: the backend stays in service). */
+    if (ix->block_tables && (!ix->row_seq || !ix->row_n_ctx || ix->block_size <= 0))
+        return sl__errorf(SL_INVALID_ARGUMENT, "block tables without rows' sequences, contexts or a block size");
     /* dense block tables: as wide as the longest context any row of a sequence needs */
     int width = 1;
-    if (ix->block_tables && ix->row_seq && ix->row_n_ctx && ix->block_size > 0) {
+    if (ix->block_tables) {
         for (size_t r = 0; r < n; r++) {
             if (ix->row_seq[r] < 0 || ix->row_seq[r] >= ix->n_seqs)
                 return sl__errorf(SL_INVALID_ARGUMENT, "row %zu: sequence %d outside [0, %d)", r, ix->row_seq[r],
                                   ix->n_seqs);
+            if (ix->row_n_ctx[r] < 0 || ix->row_n_ctx[r] > c->max_ctx)
+                return sl__errorf(SL_INVALID_ARGUMENT, "row %zu: attention context %d outside [0, %d]", r,
+                                  ix->row_n_ctx[r], c->max_ctx);
+            if (!ix->block_tables[ix->row_seq[r]])
+                return sl__errorf(SL_INVALID_ARGUMENT, "sequence %d has no block table", ix->row_seq[r]);
             const int nb = (ix->row_n_ctx[r] + ix->block_size - 1) / ix->block_size;
             width = SL_MAX(width, nb);
         }
@@ -330,8 +339,7 @@ static sl_status cuda_begin_step(void *ctx, const sl_step_index *ix) {
         memset(dense, 0, c->ix[5].bytes); /* entries past a sequence's need are never read */
         for (size_t r = 0; r < n; r++) {
             const int s = ix->row_seq[r];
-            const int nb = (ix->row_n_ctx[r] + ix->block_size - 1) / ix->block_size;
-            if (!ix->block_tables[s]) return sl__errorf(SL_INVALID_ARGUMENT, "sequence %d has no block table", s);
+            const int nb = (ix->row_n_ctx[r] + ix->block_size - 1) / ix->block_size; /* checked above */
             /* rows of one sequence rewrite the same prefix: harmless */
             memcpy(dense + (size_t)s * (size_t)width, ix->block_tables[s], (size_t)SL_MAX(nb, 0) * 4);
         }
