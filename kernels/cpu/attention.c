@@ -8,8 +8,9 @@
  * element accumulated over tokens in order with fma and divided by the sum at the end. Two passes rather
  * than an online softmax because the scratch is free and a fixed order needs no rescaling of partial sums.
  *
- * Grouped-query attention: query head h reads KV head h / (n_head / n_head_kv). The AVX2 loops give the
- * scalar bits; head_dim that is not a multiple of 16 (scores) or 8 (values) is finished with scalar code.
+ * Grouped-query attention: query head h reads KV head h / (n_head / n_head_kv). The AVX2 and AVX-512 loops
+ * give the scalar bits (AVX-512 folds sixteen keys' lane sums at once, across registers); head_dim that is not
+ * a multiple of 16 (scores) or 8 / 16 (values) is finished with scalar code.
  * Rows are read as F32 or F16 (converted exactly on load).
  */
 #include "kcpu_impl.h"
@@ -86,6 +87,98 @@ SL_TARGET_AVX2 static int sl_att_values_avx2(const float *p, const void *v_pool,
 }
 #endif
 
+#if SL_KCPU_X86
+/* ---- AVX-512: sixteen keys' dots at once, their canonical folds done across keys -------------------------- */
+SL_TARGET_AVX512 SL_INLINE __m512 sl_kv_load16_avx512(const void *pool, int kv_type, size_t i) {
+    if (kv_type == SL_DTYPE_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const sl_fp16_t *)pool + i)));
+    return _mm512_loadu_ps((const float *)pool + i);
+}
+
+/* Lane-index vectors of the transposed fold (below): lo/hi halves of pairs, quarters, eighths, sixteenths. */
+#define SL_IDX16(...) _mm512_setr_epi32(__VA_ARGS__)
+
+/* scores[t] = canonical dot(q, K[t]) * scale for t < n_ctx, bit for bit the scalar recipe. The 16 lane sums of
+ * each key are computed in a zmm (lane l takes dimensions 16 i + l in order of i, fused multiply-adds), and the
+ * fold 16 -> 8 -> 4 -> 2 -> 1 (sl__fold16: the upper half added onto the lower, at every level) runs on sixteen
+ * keys at once: each level pairs two registers with two permutes and adds them, so the same two numbers are
+ * added as in the per-key fold (a + b == b + a exactly), with lanes now holding different keys. Keys left over
+ * (fewer than 16) fold one by one. */
+SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_pool, int kv_type,
+                                                  const int32_t *block_table, int block_size, int n_ctx,
+                                                  int n_head_kv, int kvh, int head_dim, float scale, float *scores) {
+    const int n16 = head_dim & ~15, nq = n16 / 16;
+    const __m512i l1a = SL_IDX16(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                  l1b = SL_IDX16(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31),
+                  l2a = SL_IDX16(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),
+                  l2b = SL_IDX16(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31),
+                  l3a = SL_IDX16(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29),
+                  l3b = SL_IDX16(2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31),
+                  l4a = SL_IDX16(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+                  l4b = SL_IDX16(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512 qv[SL_K_ROPE_MAX_ROT / 16]; /* head_dim <= 1024: the query's 16-lane chunks */
+    for (int i = 0; i < nq; i++) qv[i] = _mm512_loadu_ps(q + 16 * i);
+    int t = 0;
+    for (; t + 16 <= n_ctx && nq > 0; t += 16) {
+        __m512 a[16];
+        size_t at[16];
+        for (int j = 0; j < 16; j++) {
+            at[j] = sl_att_row(block_table, block_size, t + j, n_head_kv, kvh, head_dim);
+            a[j] = _mm512_fmadd_ps(qv[0], sl_kv_load16_avx512(k_pool, kv_type, at[j]), _mm512_setzero_ps());
+            for (int i = 1; i < nq; i++) a[j] = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at[j] + 16 * i), a[j]);
+        }
+        __m512 r1[8], r2[4], r3[2];
+        for (int k = 0; k < 8; k++)
+            r1[k] = _mm512_add_ps(_mm512_permutex2var_ps(a[2 * k], l1a, a[2 * k + 1]),
+                                  _mm512_permutex2var_ps(a[2 * k], l1b, a[2 * k + 1]));
+        for (int k = 0; k < 4; k++)
+            r2[k] = _mm512_add_ps(_mm512_permutex2var_ps(r1[2 * k], l2a, r1[2 * k + 1]),
+                                  _mm512_permutex2var_ps(r1[2 * k], l2b, r1[2 * k + 1]));
+        for (int k = 0; k < 2; k++)
+            r3[k] = _mm512_add_ps(_mm512_permutex2var_ps(r2[2 * k], l3a, r2[2 * k + 1]),
+                                  _mm512_permutex2var_ps(r2[2 * k], l3b, r2[2 * k + 1]));
+        const __m512 s = _mm512_add_ps(_mm512_permutex2var_ps(r3[0], l4a, r3[1]), _mm512_permutex2var_ps(r3[0], l4b, r3[1]));
+        float sv[16];
+        _mm512_storeu_ps(sv, s);
+        for (int j = 0; j < 16; j++) {
+            float x = sv[j];
+            for (int d = n16; d < head_dim; d++) x = fmaf(q[d], sl_kv_get(k_pool, kv_type, at[j] + d), x);
+            scores[t + j] = x * scale;
+        }
+    }
+    for (; t < n_ctx; t++) { /* the rest (at most 15 keys): one key at a time, the fold within the register */
+        const size_t at = sl_att_row(block_table, block_size, t, n_head_kv, kvh, head_dim);
+        __m512 a = _mm512_setzero_ps();
+        for (int i = 0; i < nq; i++) a = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at + 16 * i), a);
+        float x = sl__fold16_avx2(_mm512_castps512_ps256(a),
+                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        for (int d = n16; d < head_dim; d++) x = fmaf(q[d], sl_kv_get(k_pool, kv_type, at + d), x);
+        scores[t] = x * scale;
+    }
+    sl__avx512_clean();
+}
+
+/* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~15); returns that bound.
+ * Four zmm accumulators (64 dims) per pass over the tokens. */
+SL_TARGET_AVX512 static int sl_att_values_avx512(const float *p, const void *v_pool, int kv_type,
+                                                 const int32_t *block_table, int block_size, int n_ctx, int n_head_kv,
+                                                 int kvh, int head_dim, float *out) {
+    const int n16 = head_dim & ~15;
+    for (int d0 = 0; d0 < n16; d0 += 64) {
+        const int nv = (n16 - d0 < 64 ? n16 - d0 : 64) / 16;
+        __m512 acc[4];
+        for (int j = 0; j < 4; j++) acc[j] = _mm512_setzero_ps();
+        for (int t = 0; t < n_ctx; t++) {
+            const size_t at = sl_att_row(block_table, block_size, t, n_head_kv, kvh, head_dim) + (size_t)d0;
+            const __m512 pt = _mm512_set1_ps(p[t]);
+            for (int j = 0; j < nv; j++) acc[j] = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 16 * j), acc[j]);
+        }
+        for (int j = 0; j < nv; j++) _mm512_storeu_ps(out + d0 + 16 * j, acc[j]);
+    }
+    sl__avx512_clean();
+    return n16;
+}
+#endif
+
 void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int n_head_kv, int head_dim,
                     const void *k_pool, const void *v_pool, int kv_type, const int32_t *block_table,
                     int block_size, int n_ctx, float scale, float *scratch) {
@@ -94,6 +187,7 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
     h1 = h1 > n_head ? n_head : h1;
     const int group = n_head / n_head_kv > 0 ? n_head / n_head_kv : 1; /* query heads per KV head */
 #if SL_KCPU_X86
+    const int use_avx512 = sl__kcpu_level() == SL_SIMD_AVX512 && head_dim <= SL_K_ROPE_MAX_ROT;
     const int use_avx2 = sl__kcpu_level() >= SL_SIMD_AVX2;
 #endif
     for (int h = h0; h < h1; h++) {
@@ -106,7 +200,10 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
         }
         int d = 0;
 #if SL_KCPU_X86
-        if (use_avx2) {
+        if (use_avx512) {
+            sl_att_scores_avx512(qh, k_pool, kv_type, block_table, block_size, n_ctx, n_head_kv, kvh, head_dim, scale,
+                                 scratch);
+        } else if (use_avx2) {
             sl_att_scores_avx2(qh, k_pool, kv_type, block_table, block_size, n_ctx, n_head_kv, kvh, head_dim, scale,
                                scratch);
         } else
@@ -121,7 +218,10 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
         for (int t = 1; t < n_ctx; t++) max = scratch[t] > max ? scratch[t] : max;
         const float inv = 1.0f / sl__exp_sum(scratch, n_ctx, max);
 #if SL_KCPU_X86
-        if (use_avx2)
+        if (use_avx512)
+            d = sl_att_values_avx512(scratch, v_pool, kv_type, block_table, block_size, n_ctx, n_head_kv, kvh, head_dim,
+                                     oh);
+        else if (use_avx2)
             d = sl_att_values_avx2(scratch, v_pool, kv_type, block_table, block_size, n_ctx, n_head_kv, kvh, head_dim,
                                    oh);
 #endif
