@@ -78,7 +78,8 @@ sl_status sl_model_comm_stats(const sl_model *m, int r, struct sl_comm_stats *ou
 size_t sl_model_kv_block_bytes(const sl_model *m, int block_size, sl_kv_dtype dtype);
 /* For a model on devices: the KV bytes (over all ranks, as sl_model_kv_block_bytes counts them) that fit in
  * `fraction` of each device's total memory, less what is already in use there (weights, activations, other
- * processes), measured now; the device shared by most ranks decides. SL_UNSUPPORTED for a model on the CPU. */
+ * processes), measured now; ranks on one device share its room, and the rank with the least room decides
+ * (every rank holds 1/tp of every block). SL_UNSUPPORTED for a model on the CPU. */
 sl_status sl_model_kv_device_budget(sl_model *m, double fraction, uint64_t *bytes);
 /* Allocates the pool (lazily touched memory on the CPU); replaces any previous pool. */
 sl_status sl_model_kv_alloc(sl_model *m, int n_blocks, int block_size, sl_kv_dtype dtype);

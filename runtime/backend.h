@@ -73,8 +73,8 @@ typedef struct sl_backend_iface {
     sl_status (*upload)(void *ctx, void *dst, const void *src, size_t bytes);   /* host → device */
     sl_status (*download)(void *ctx, void *dst, const void *src, size_t bytes); /* device → host */
     sl_status (*synchronize)(void *ctx);
-    /* 1: the backend's memory is host memory (the CPU): weights stay where the loader mapped them, and the
-     * model may read and write the backend's buffers directly (no upload, download or copy needed). */
+    /* 1: the backend's memory is host memory (the CPU): the model may read and write the backend's buffers
+     * directly (no upload, download or copy needed), and weights can stay where the loader mapped them. */
     int weights_in_host_memory;
     /* dst = src, both device memory */
     sl_status (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
@@ -159,16 +159,17 @@ void sl_backend_buf_free(sl_backend *b, void *ptr, size_t bytes);
 sl_status sl_backend_copy(sl_backend *b, void *dst, const void *src, size_t bytes);
 sl_status sl_backend_upload(sl_backend *b, void *dst, const void *src, size_t bytes);
 sl_status sl_backend_download(sl_backend *b, void *dst, const void *src, size_t bytes);
-/* A file's weight (host memory) made usable by the backend: the same weight where weights_in_host_memory,
- * else the backend's device copy (release with sl_backend_weight_free). */
+/* A file's weight (host memory) made usable by the backend: the file's rows unchanged (a host-memory backend
+ * without upload_weight), a repacked copy (the CPU in the fast precision), or a device copy; release with
+ * sl_backend_weight_free (which leaves the file's own rows alone). */
 sl_status sl_backend_upload_weight(sl_backend *b, const sl_weight *host, sl_weight *dev);
 void sl_backend_weight_free(sl_backend *b, sl_weight *dev);
 sl_status sl_backend_begin_step(sl_backend *b, const sl_step_index *ix);
 /* The backend's host threads for host work (1 without parallel_for), and running fn on them. */
 int sl_backend_host_threads(const sl_backend *b);
+void sl_backend_parallel_for(sl_backend *b, void (*fn)(void *arg, int ith, int nth), void *arg);
 /* Free and total device memory; SL_UNSUPPORTED for a backend on host memory. */
 sl_status sl_backend_mem_info(sl_backend *b, size_t *free_bytes, size_t *total_bytes);
-void sl_backend_parallel_for(sl_backend *b, void (*fn)(void *arg, int ith, int nth), void *arg);
 sl_status sl_backend_matmul(sl_backend *b, const sl_weight *w, const float *x, int n_rows, float *y);
 sl_status sl_backend_matmul_multi(sl_backend *b, int n, const sl_weight *const *ws, const float *x, int n_rows,
                                   float *const *ys);
