@@ -76,7 +76,7 @@ _KV_DTYPES = {"f32": L.SL_KV_F32, "f16": L.SL_KV_F16}
 _PRECISIONS = {"fast": L.SL_PRECISION_FAST, "exact": L.SL_PRECISION_EXACT}
 _INT_SETTINGS = ("n_threads", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "max_waiting_requests",
                  "max_waiting_tokens",
-                 "block_size", "kv_cache_bytes")
+                 "block_size", "kv_cache_bytes", "tensor_parallel_size")
 
 
 class _Event:
@@ -241,7 +241,9 @@ class LLM:
         **engine_settings: fields of ``sl_engine_params``: n_threads, max_model_len, max_num_seqs,
             max_num_batched_tokens, max_waiting_requests, block_size, kv_cache_bytes (ints; 0 = automatic where
             the engine allows), kv_dtype ("f32" or "f16"), precision ("fast" or "exact"), chat_template (a
-            template name such as "chatml"), served_model_name, enable_prefix_caching (bool).
+            template name such as "chatml"), served_model_name, enable_prefix_caching (bool); placement:
+            devices ("cpu", "cpu,cpu", "0,1": one entry per rank), tensor_parallel_size (int, ranks per
+            replica), gpu_memory_utilization (float in (0, 1], GPU replicas).
 
     Raises:
         TypeError: an unknown setting, or a setting of the wrong type.
@@ -284,7 +286,11 @@ class LLM:
                 if v not in _PRECISIONS:
                     raise InvalidArgumentError("precision = %r; expected one of %s" % (v, ", ".join(_PRECISIONS)))
                 p.precision = _PRECISIONS[v]
-            elif key in ("chat_template", "served_model_name"):
+            elif key == "gpu_memory_utilization":
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise TypeError("gpu_memory_utilization must be a number")
+                p.gpu_memory_utilization = float(v)
+            elif key in ("chat_template", "served_model_name", "devices"):
                 b = _str_setting(key, v)
                 keep.append(b)
                 setattr(p, key, b)

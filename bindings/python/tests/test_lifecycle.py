@@ -59,3 +59,24 @@ def test_close_is_idempotent_and_with_closes() -> None:
     assert llm.closed
     llm.close()
     assert repr(llm).endswith("closed)")
+
+
+def test_placement_settings() -> None:
+    # Two CPU replicas, then one replica split over two in-process ranks: both serve the same greedy text as one.
+    one = make_llm(n_threads=2)
+    want = one.generate("Once upon a time", SamplingParams(temperature=0, max_tokens=12))[0].outputs[0].token_ids
+    one.close()
+    with make_llm(n_threads=2, devices="cpu,cpu", gpu_memory_utilization=0.5) as llm:
+        got = llm.generate(["Once upon a time"] * 4, SamplingParams(temperature=0, max_tokens=12))
+        assert all(o.outputs[0].token_ids == want for o in got)
+    with make_llm(n_threads=2, devices="cpu,cpu", tensor_parallel_size=2) as llm:
+        out = llm.generate("Once upon a time", SamplingParams(temperature=0, max_tokens=12))
+        assert len(out[0].outputs[0].token_ids) == 12
+    import pytest
+    from sluice import SluiceError
+    with pytest.raises(SluiceError, match="not a device"):
+        make_llm(devices="gpu")
+    with pytest.raises(SluiceError, match="gpu_memory_utilization"):
+        make_llm(gpu_memory_utilization=1.5)
+    with pytest.raises(TypeError):
+        make_llm(gpu_memory_utilization="most")
