@@ -17,10 +17,9 @@
  * split by rows (column-parallel: each rank computes its own heads / hidden units), attn_output and ffn_down
  * by columns (row-parallel: each rank's product is a partial sum of the full output), and one all-reduce after
  * each of those two adds the partial sums, so every rank's residual stream stays identical. The embedding,
- * and the norms are not split: every rank keeps them (each rank's backend places its own copy: on the CPU in the
- * fast mode a repacked Q4/Q8 embedding costs its size per rank), every rank looks up its own embeddings, and
- * rank 0 alone computes the outputs (an untied output.weight is placed on rank 0 only; a vocab-parallel output
- * projection is not done yet).
+ * and the norms are not split: every rank keeps them and looks up its own embeddings (on the CPU from the file's
+ * rows; only rank 0, which alone computes the outputs, places a tied embedding for its products), and an untied
+ * output.weight is placed on rank 0 only (a vocab-parallel output projection is not done yet).
  * llama_tp.c runs the ranks side by side.
  */
 #include <math.h>
@@ -108,6 +107,8 @@ typedef enum split_kind {
     SPLIT_NONE = 0, /* every rank holds all of it */
     SPLIT_ROWS = 1, /* column-parallel: rank r holds rows [r * n_out / tp, (r + 1) * n_out / tp) */
     SPLIT_COLS = 2, /* row-parallel: rank r holds that range of every row's columns */
+    SPLIT_NONE_ROWS_ONLY = 3, /* all of it, read by row only (the embedding of ranks > 0): on a host-memory
+                               * backend the file's rows serve as they are, with no repacked copy per rank */
 } split_kind;
 
 static sl_status load_weight_split(llama_ctx *c, const sl_gguf *g, const char *name, int n_in, int n_out,
@@ -137,6 +138,10 @@ static sl_status load_weight_split(llama_ctx *c, const sl_gguf *g, const char *n
                               name, sl_dtype_name(t->type), c->tp, part, n_in, sl_dtype_name(t->type), blk);
         host.n_in = part;
         host.data = (const uint8_t *)t->data + (size_t)(col0 / blk) * sl_dtype_block_bytes(t->type);
+    }
+    if (split == SPLIT_NONE_ROWS_ONLY && c->backend->iface->weights_in_host_memory) {
+        *w = host; /* get_rows reads the file's rows; weight_free leaves them alone (packed = 0) */
+        return SL_OK;
     }
     st = sl_backend_upload_weight(c->backend, &host, w);
     if (st != SL_OK) {
@@ -280,7 +285,11 @@ sl_status sl_llama_load_rank(const sl_gguf *g, const sl_model_hparams *hp, sl_ba
         st = sl__errorf(SL_OUT_OF_MEMORY, "llama layers");
         goto fail;
     }
-    if ((st = load_weight(c, g, "token_embd.weight", E, hp->n_vocab, &c->tok_embd)) != SL_OK) goto fail;
+    /* Ranks > 0 only look embeddings up (rank 0 alone runs the output projection, tied or not). */
+    const int tied = sl_gguf_find_tensor(g, "output.weight") == NULL;
+    if ((st = load_weight_split(c, g, "token_embd.weight", E, hp->n_vocab,
+                                c->rank > 0 || !tied ? SPLIT_NONE_ROWS_ONLY : SPLIT_NONE, &c->tok_embd)) != SL_OK)
+        goto fail;
     if ((st = load_norm(c, g, "output_norm.weight", E, &c->output_norm)) != SL_OK) goto fail;
     if (sl_gguf_find_tensor(g, "output.weight")) {
         /* only rank 0 runs the output projection (llama_forward): the other ranks do not place it */
