@@ -26,10 +26,14 @@
  * backend stays usable (CUDA's out-of-memory error is not sticky), so a caller may size a pool by trying.
  *
  * A CUDA-enabled binary must start on a machine without a GPU or a driver: cudart is linked statically and
- * cudaGetDeviceCount's error then means "no devices". NVML is not used here.
+ * cudaGetDeviceCount's error then means "no devices"; cuBLAS (libcublas, which such a machine may not have
+ * either) is loaded with dlopen when the first CUDA backend is made, and its absence is a status then. NVML is
+ * not used here.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +41,48 @@
 #include "kcpu.h"
 #include "kcuda.h"
 #include "sl_util.h"
+
+/* ---- cuBLAS, loaded at run time ------------------------------------------------------------------------------
+ * The four entry points used, typed from cublas_v2.h itself (cublasCreate etc. are macros for the _v2 names).
+ * Looked up in the library of the toolkit this was built with (its major version), first by name through the
+ * loader's path, then in the toolkit's library folder known at build time (SL_CUBLAS_DIR). */
+#define SL_STR_(x) #x
+#define SL_STR(x) SL_STR_(x)
+typedef struct sl_cublas_api {
+    __typeof__(cublasCreate_v2) *create;
+    __typeof__(cublasDestroy_v2) *destroy;
+    __typeof__(cublasSetStream_v2) *set_stream;
+    __typeof__(cublasGemmEx) *gemm_ex;
+    int ok;
+    char error[512];
+} sl_cublas_api;
+static sl_cublas_api sl__cublas;
+static pthread_once_t sl__cublas_once = PTHREAD_ONCE_INIT;
+
+static void sl__cublas_load(void) {
+    const char *names[] = {"libcublas.so." SL_STR(CUBLAS_VER_MAJOR),
+#ifdef SL_CUBLAS_DIR
+                           SL_CUBLAS_DIR "/libcublas.so." SL_STR(CUBLAS_VER_MAJOR),
+#endif
+                           "libcublas.so"};
+    void *h = NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0] && !h; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *why = dlerror();
+        snprintf(sl__cublas.error, sizeof sl__cublas.error, "cuBLAS (%s) cannot be loaded: %s", names[0],
+                 why ? why : "not found");
+        return;
+    }
+    sl__cublas.create = (__typeof__(cublasCreate_v2) *)dlsym(h, "cublasCreate_v2");
+    sl__cublas.destroy = (__typeof__(cublasDestroy_v2) *)dlsym(h, "cublasDestroy_v2");
+    sl__cublas.set_stream = (__typeof__(cublasSetStream_v2) *)dlsym(h, "cublasSetStream_v2");
+    sl__cublas.gemm_ex = (__typeof__(cublasGemmEx) *)dlsym(h, "cublasGemmEx");
+    if (!sl__cublas.create || !sl__cublas.destroy || !sl__cublas.set_stream || !sl__cublas.gemm_ex) {
+        snprintf(sl__cublas.error, sizeof sl__cublas.error, "cuBLAS (%s) lacks an entry point Sluice uses", names[0]);
+        return; /* the handle stays open: harmless, and the library may be in use elsewhere */
+    }
+    sl__cublas.ok = 1;
+}
 
 /* Index arrays of one step: tokens, pos, slots, row_seq, row_n_ctx, and the block-table array. */
 #define SL_CUDA_N_IX 6
@@ -382,7 +428,7 @@ static sl_status gemm(sl_cuda_ctx *c, const sl_weight *w, const void *x, int x_f
     cudaDataType_t wt = w->type == SL_DTYPE_F32 ? CUDA_R_32F : CUDA_R_16F;
     cudaDataType_t xt = x_f16 ? CUDA_R_16F : CUDA_R_32F;
     return blas_check(c,
-                      cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->n_out, n_rows, w->n_in, &one, w->data, wt, lda,
+                      sl__cublas.gemm_ex(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->n_out, n_rows, w->n_in, &one, w->data, wt, lda,
                                    x, xt, w->n_in, &zero, y, CUDA_R_32F, w->n_out, CUBLAS_COMPUTE_32F,
                                    CUBLAS_GEMM_DEFAULT),
                       "matrix product (cublasGemmEx)");
@@ -531,7 +577,7 @@ static void cuda_free(void *ctx) {
     /* Best effort: after a device error these may fail too, and nothing more can be done about it. */
     if (cudaSetDevice(c->device) == cudaSuccess) {
         if (c->stream) (void)cudaStreamSynchronize(c->stream);
-        if (c->blas) (void)cublasDestroy(c->blas);
+        if (c->blas) (void)sl__cublas.destroy(c->blas);
         if (c->x16) (void)cudaFree(c->x16);
         if (c->ix_dev) (void)cudaFree(c->ix_dev);
         if (c->ix_host) (void)cudaFreeHost(c->ix_host);
@@ -610,13 +656,18 @@ sl_status sl_backend_cuda_create(const sl_backend_cuda_params *p, sl_backend *ou
         st = cu_check(c, e, "allocating the pinned weight staging buffer");
         goto fail;
     }
-    cublasStatus_t bs = cublasCreate(&c->blas);
+    pthread_once(&sl__cublas_once, sl__cublas_load);
+    if (!sl__cublas.ok) {
+        st = sl__errorf(SL_UNSUPPORTED, "CUDA device %d: %s", c->device, sl__cublas.error);
+        goto fail;
+    }
+    cublasStatus_t bs = sl__cublas.create(&c->blas);
     if (bs != CUBLAS_STATUS_SUCCESS) {
         c->blas = NULL;
         st = blas_check(c, bs, "creating the cuBLAS handle");
         goto fail;
     }
-    if ((bs = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS) {
+    if ((bs = sl__cublas.set_stream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS) {
         st = blas_check(c, bs, "binding cuBLAS to the stream");
         goto fail;
     }

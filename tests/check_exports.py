@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """check_exports.py — libsluice.so exports exactly the SL_API functions of include/sluice/, and the `sluice`
-executable needs no GPU driver library at load time (DESIGN.md §2 and §4).
+executable needs no GPU driver library (nor cuBLAS) at load time (DESIGN.md §2 and §4).
 
 usage: check_exports.py SOURCE_DIR LIBSLUICE_SO SLUICE_EXE
 """
@@ -28,7 +28,8 @@ def main():
         print(f"declared SL_API but not exported by {lib}: {s}")
         bad += 1
     ldd = subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
-    for forbidden in ("libcuda.so", "libnvidia-ml"):
+    # libcublas too: cuBLAS is loaded with dlopen when a CUDA backend is made (runtime/backend_cuda.c)
+    for forbidden in ("libcuda.so", "libnvidia-ml", "libcublas"):
         if forbidden in ldd:
             print(f"{exe} needs {forbidden} at load time: it would not start on a machine without a GPU driver")
             bad += 1

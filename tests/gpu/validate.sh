@@ -163,7 +163,7 @@ step "build all, ldd rule"
 if timeout 120 ninja -C "$B" -j"$JOBS" >>"$LOGS/build_all.log" 2>&1; then note "build all" "ok"; else
   note "build all" "FAIL or not finished in 120 s (build_all.log)"; fi
 if [ -x "$B/sluice" ]; then
-  if ldd "$B/sluice" | grep -qE "libcuda\.so|libnvidia-ml"; then note "ldd rule (no libcuda/NVML)" "FAIL"; else
-    note "ldd rule (no libcuda/NVML)" "ok"; fi
+  if ldd "$B/sluice" | grep -qE "libcuda\.so|libnvidia-ml|libcublas"; then note "ldd rule (no libcuda/NVML/cuBLAS)" "FAIL"; else
+    note "ldd rule (no libcuda/NVML/cuBLAS)" "ok"; fi
 fi
 finish 0
