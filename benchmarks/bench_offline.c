@@ -6,7 +6,9 @@
  *
  * For each batch size N: N distinct prompts of exactly --prompt-tokens tokens (ids from a fixed LCG inside
  * the vocabulary's ordinary range), --gen-tokens each with EOS ignored, temperature 0.7 with per-request
- * seeds; all submitted before any is read. Reports wall time, output tokens/s, and the speed-up over N = 1.
+ * seeds; all submitted before any is read. Reports output tokens/s, the speed-up over N = 1, and where a
+ * step's time goes: wall time per engine step and, of it, the forward pass (sl_engine_stats.busy_seconds_total;
+ * the rest is the engine's work between forwards: draws, detokenization, events, scheduling).
  * Uses only the public API.
  */
 #include <stdio.h>
@@ -16,7 +18,15 @@
 #include "sluice/config.h"
 #include "sluice/sluice.h"
 
-static int run_batch(sl_engine_t *e, int n, int prompt_tokens, int gen_tokens, double *tok_s) {
+typedef struct batch_result {
+    double tok_s;
+    double step_ms, forward_ms; /* per engine step: wall, and inside the forward pass */
+} batch_result;
+
+static int run_batch(sl_engine_t *e, int n, int prompt_tokens, int gen_tokens, batch_result *res) {
+    sl_engine_stats s0;
+    sl_engine_stats_init(&s0);
+    if (sl_engine_get_stats(e, &s0) != SL_OK) return 0;
     sl_request_t **reqs = calloc((size_t)n, sizeof *reqs);
     int32_t *prompts = malloc((size_t)n * (size_t)prompt_tokens * sizeof(int32_t));
     if (!reqs || !prompts) return 0;
@@ -54,7 +64,13 @@ static int run_batch(sl_engine_t *e, int n, int prompt_tokens, int gen_tokens, d
         sl_request_free(reqs[i]);
     }
     double s = (double)(sl_now_us() - t0) * 1e-6;
-    *tok_s = (double)out_tokens / s;
+    sl_engine_stats s1;
+    sl_engine_stats_init(&s1);
+    if (sl_engine_get_stats(e, &s1) != SL_OK) return 0;
+    const double steps = (double)(s1.steps_total - s0.steps_total);
+    res->tok_s = (double)out_tokens / s;
+    res->step_ms = steps > 0 ? 1e3 * s / steps : 0;
+    res->forward_ms = steps > 0 ? 1e3 * (s1.busy_seconds_total - s0.busy_seconds_total) / steps : 0;
     free(reqs);
     free(prompts);
     return 1;
@@ -101,13 +117,15 @@ int main(int argc, char **argv) {
     }
     printf("model %s, %d threads, prompts of %d tokens, %d output tokens each (EOS ignored, temperature 0.7)\n\n",
            ep.model_path, threads, prompt_tokens, gen_tokens);
-    printf("| prompts at once | output tok/s | vs 1 prompt |\n|---:|---:|---:|\n");
+    printf("| prompts at once | output tok/s | vs 1 prompt | ms per step | of which forward |\n"
+           "|---:|---:|---:|---:|---:|\n");
     double base = 0;
     for (int i = 0; i < n_sizes; i++) {
-        double tok_s;
-        if (!run_batch(e, sizes[i], prompt_tokens, gen_tokens, &tok_s)) return 1;
-        if (i == 0) base = tok_s;
-        printf("| %d | %.1f | %.2f× |\n", sizes[i], tok_s, base > 0 ? tok_s / base : 0);
+        batch_result r;
+        if (!run_batch(e, sizes[i], prompt_tokens, gen_tokens, &r)) return 1;
+        if (i == 0) base = r.tok_s;
+        printf("| %d | %.1f | %.2f× | %.2f | %.2f (%.0f%%) |\n", sizes[i], r.tok_s, base > 0 ? r.tok_s / base : 0,
+               r.step_ms, r.forward_ms, r.step_ms > 0 ? 100 * r.forward_ms / r.step_ms : 0);
         fflush(stdout);
     }
     sl_engine_free(e);
