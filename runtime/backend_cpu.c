@@ -248,6 +248,7 @@ static sl_status cpu_rms_norm(void *ctx, const float *x, const float *weight, fl
 static sl_status cpu_rope(void *ctx, float *x, const int32_t *pos, int n_rows, int n_heads, int head_dim, int n_rot,
                           float freq_base, float freq_scale) {
     sl_cpu_ctx *c = ctx;
+    if (n_rows <= 0) return SL_OK;
     if (n_rot > head_dim) n_rot = head_dim;
     if (n_rot > SL_K_ROPE_MAX_ROT) return sl__errorf(SL_INVALID_ARGUMENT, "rope over %d dimensions", n_rot);
     int same = c->rope_n == n_rows && c->rope_rot == n_rot && c->rope_base == freq_base &&
