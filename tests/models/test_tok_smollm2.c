@@ -13,6 +13,7 @@
 #include "gguf.h"
 #include "sl_util.h"
 #include "testutil.h"
+#include "tok_testutil.h"
 #include "tokenizer.h"
 #include "unicode.h"
 
@@ -140,18 +141,6 @@ static void free_fixture(fixture_row *rows, size_t n) {
     free(rows);
 }
 
-static const char *show(const char *s, size_t n) {
-    static char buf[600];
-    size_t k = 0;
-    for (size_t i = 0; i < n && k + 8 < sizeof(buf); i++) {
-        unsigned char ch = (unsigned char)s[i];
-        k += (size_t)(ch >= 0x20 && ch < 0x7f ? snprintf(buf + k, sizeof(buf) - k, "%c", ch)
-                                              : snprintf(buf + k, sizeof(buf) - k, "\\x%02x", ch));
-    }
-    buf[k] = 0;
-    return buf;
-}
-
 TestSuite(tok_smollm2, .init = setup, .fini = teardown);
 
 Test(tok_smollm2, metadata) {
@@ -188,14 +177,14 @@ Test(tok_smollm2, matches_the_tokenizers_library) {
             for (size_t i = 0; i < n && strlen(got) < 1000; i++) snprintf(got + strlen(got), 12, " %d", ids[i]);
             for (size_t i = 0; i < r->n_ids && strlen(want) < 1000; i++)
                 snprintf(want + strlen(want), 12, " %d", r->ids[i]);
-            cr_assert_fail("string %zu '%s':\n got %s\nwant %s", k, show(r->text, r->len), got, want);
+            cr_assert_fail("string %zu '%s':\n got %s\nwant %s", k, tok_show(r->text, r->len), got, want);
         }
         if (r->lossless) {
             char *back = NULL;
             size_t blen = 0;
             cr_assert_eq(sl_tokenizer_decode(g_tok, ids, n, 0, &back, &blen), SL_OK);
             cr_assert(blen == r->len && memcmp(back, r->text, blen) == 0, "string %zu: decode gives '%s'", k,
-                      show(back, blen));
+                      tok_show(back, blen));
             free(back);
             n_lossless++;
         }
@@ -250,16 +239,7 @@ Test(tok_smollm2, invalid_utf8_round_trips) {
         {"\xed\xa0\x80", 3}, {"12\xc3\xc3" "34", 6}, {"<|im_end|>\xe9", 11},
     };
     for (size_t k = 0; k < sizeof(texts) / sizeof(texts[0]); k++) {
-        int32_t *ids = NULL;
-        size_t n = 0;
-        cr_assert_eq(sl_tokenizer_encode(g_tok, texts[k].s, texts[k].n, 0, &ids, &n), SL_OK);
-        char *back = NULL;
-        size_t blen = 0;
-        cr_assert_eq(sl_tokenizer_decode(g_tok, ids, n, 0, &back, &blen), SL_OK);
-        cr_assert(blen == texts[k].n && memcmp(back, texts[k].s, blen) == 0, "'%s' comes back as '%s'",
-                  show(texts[k].s, texts[k].n), show(back, blen));
-        free(back);
-        free(ids);
+        tok_assert_roundtrip(g_tok, texts[k].s, texts[k].n);
     }
     /* Bytes the vocabulary cannot express are dropped, never a crash. */
     int32_t *ids = NULL;

@@ -11,6 +11,7 @@
 #include "gguf.h"
 #include "sl_util.h"
 #include "testutil.h"
+#include "tok_testutil.h"
 #include "tokenizer.h"
 
 #define MAX_CASES 64
@@ -95,19 +96,6 @@ static sl_tokenizer *load_vocab(const char *name, sl_gguf **g_out) {
     return t;
 }
 
-/* Escapes a text for failure messages. */
-static const char *show(const char *s, size_t n) {
-    static char buf[512];
-    size_t k = 0;
-    for (size_t i = 0; i < n && k + 8 < sizeof(buf); i++) {
-        unsigned char ch = (unsigned char)s[i];
-        k += (size_t)(ch >= 0x20 && ch < 0x7f ? snprintf(buf + k, sizeof(buf) - k, "%c", ch)
-                                              : snprintf(buf + k, sizeof(buf) - k, "\\x%02x", ch));
-    }
-    buf[k] = 0;
-    return buf;
-}
-
 static void check_fixture(const char *vocab) {
     cases *c = load_cases(vocab);
     cr_assert_eq(c->n, 46, "%s: %zu texts", vocab, c->n);
@@ -123,14 +111,14 @@ static void check_fixture(const char *vocab) {
             for (size_t i = 0; i < n && strlen(got) < 2000; i++) snprintf(got + strlen(got), 12, " %d", ids[i]);
             for (size_t i = 0; i < c->n_ids[k] && strlen(want) < 2000; i++)
                 snprintf(want + strlen(want), 12, " %d", c->ids[k][i]);
-            cr_assert_fail("%s text %zu '%s':\n got %s\nwant %s", vocab, k, show(c->text[k], c->len[k]), got, want);
+            cr_assert_fail("%s text %zu '%s':\n got %s\nwant %s", vocab, k, tok_show(c->text[k], c->len[k]), got, want);
         }
         /* The text comes back from the ids. */
         char *back = NULL;
         size_t blen = 0;
         cr_assert_eq(sl_tokenizer_decode(t, ids, n, 0, &back, &blen), SL_OK);
         cr_assert(blen == c->len[k] && memcmp(back, c->text[k], blen) == 0, "%s text %zu: decode gives '%s'", vocab,
-                  k, show(back, blen));
+                  k, tok_show(back, blen));
         free(back);
         free(ids);
     }
@@ -158,7 +146,7 @@ Test(tok_vocab, gpt2_pieces_concatenate_to_the_text) {
             len += pl;
         }
         cr_assert(len == c->len[k] && memcmp(buf, c->text[k], len) == 0, "text %zu: pieces give '%s'", k,
-                  show(buf, len));
+                  tok_show(buf, len));
     }
     sl_tokenizer_free(t);
     free_cases(c);
@@ -203,17 +191,7 @@ Test(tok_vocab, gpt2_invalid_utf8_round_trips) {
     };
 #undef TEXT
     for (size_t k = 0; k < sizeof(texts) / sizeof(texts[0]); k++) {
-        int32_t *ids = NULL;
-        size_t n = 0;
-        cr_assert_eq(sl_tokenizer_encode(t, texts[k].s, texts[k].n, 0, &ids, &n), SL_OK);
-        cr_assert_gt(n, 0);
-        char *back = NULL;
-        size_t blen = 0;
-        cr_assert_eq(sl_tokenizer_decode(t, ids, n, 0, &back, &blen), SL_OK);
-        cr_assert(blen == texts[k].n && memcmp(back, texts[k].s, blen) == 0, "'%s' comes back as '%s'",
-                  show(texts[k].s, texts[k].n), show(back, blen));
-        free(back);
-        free(ids);
+        cr_assert_gt(tok_assert_roundtrip(t, texts[k].s, texts[k].n), 0);
     }
     /* A stray byte is its own token: "\xff" alone is the byte-level character of 0xFF, "ÿ". */
     int32_t *ids = NULL;
