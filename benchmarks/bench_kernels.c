@@ -166,36 +166,27 @@ static void bench_sgemm(int m, int n, int k) {
     free(a), free(b), free(c);
 }
 
-/* The second table: the types with 256-element blocks and their cousins, at 1B-class shapes. */
-static void bench_kquants(uint8_t *pool, double min_s, int batches) {
-    static const int shapes[][2] = {{2048, 2048}, {5632, 2048}, {2048, 5632}};
-    static const int types[] = {SL_DTYPE_Q4_0, SL_DTYPE_Q8_0, SL_DTYPE_Q4_K, SL_DTYPE_Q5_K, SL_DTYPE_Q6_K,
-                                SL_DTYPE_Q2_K, SL_DTYPE_Q3_K, SL_DTYPE_Q5_0, SL_DTYPE_Q5_1, SL_DTYPE_IQ4_NL};
+/* One table: every type x shape x {1, 16} rows, fast mode (types with a fast product) and, where want_exact
+ * says so, exact mode; hot and cold. x, xq, y, src: buffers for the largest shape and 16 rows. */
+static void bench_table(uint8_t *pool, const int *types, size_t n_types, const int (*shapes)[2], size_t n_shapes,
+                        int (*want_exact)(int wtype, size_t shape), float *x, uint8_t *xq, float *y, float *src,
+                        double min_s, int batches) {
     static const int rows[] = {1, 16};
-    const int max_rows = 16, max_in = 5632, max_out = 5632;
-    float *x = malloc(sizeof(float) * max_rows * max_in);
-    for (int i = 0; i < max_rows * max_in; i++) x[i] = rand_f32();
-    uint8_t *xq = malloc(sizeof(sl_block_q8_K) * (max_in / 256) * max_rows); /* the largest bytes per element */
-    float *y = malloc(sizeof(float) * (size_t)max_rows * max_out);
-    float *src = malloc(sizeof(float) * (size_t)max_out * max_in);
-    if (!x || !xq || !y || !src) {
-        fprintf(stderr, "out of memory\n");
-        free(x), free(xq), free(y), free(src);
-        return;
-    }
+    const int max_rows = 16;
     printf("\n%-6s %-11s %4s %-5s | %9s %8s %8s | %9s %8s %8s\n", "type", "n_out x n_in", "rows", "mode", "hot us",
            "GB/s", "GFLOP/s", "cold us", "GB/s", "GFLOP/s");
     printf("-----------------------------------+-----------------------------+-----------------------------\n");
-    for (size_t t = 0; t < sizeof types / sizeof *types; t++)
-        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+    for (size_t t = 0; t < n_types; t++)
+        for (size_t s = 0; s < n_shapes; s++) {
             const int wtype = types[t], n_out = shapes[s][0], n_in = shapes[s][1];
             const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
             for (size_t i = 0; i < (size_t)n_out * n_in; i++) src[i] = rand_f32();
             const int at = sl_k_act_type(wtype);
-            const size_t xq_row_bytes = sl_dtype_row_bytes(at, n_in);
-            for (int r = 0; r < max_rows; r++) sl_k_quantize_row(at, x + r * n_in, xq + r * xq_row_bytes, n_in);
+            const size_t xq_row_bytes = at >= 0 ? sl_dtype_row_bytes(at, n_in) : 0;
+            if (at >= 0)
+                for (int r = 0; r < max_rows; r++) sl_k_quantize_row(at, x + r * n_in, xq + r * xq_row_bytes, n_in);
             for (size_t r = 0; r < 2; r++)
-                for (int fast = 1; fast >= (wtype == SL_DTYPE_Q4_K && s == 0 ? 0 : 1); fast--) {
+                for (int fast = at >= 0; fast >= (at < 0 || want_exact(wtype, s) ? 0 : 1); fast--) {
                     const int n_copies = fill_pool(pool, src, wtype, n_out, n_in, fast && sl_k_pack_supported(wtype));
                     bench_case c = {wtype, n_out, n_in, rows[r], fast, pool, row_bytes, w_bytes, n_copies, x, xq,
                                     xq_row_bytes, y};
@@ -209,6 +200,35 @@ static void bench_kquants(uint8_t *pool, double min_s, int batches) {
                     fflush(stdout);
                 }
         }
+}
+
+static int exact_always(int wtype, size_t shape) {
+    (void)wtype, (void)shape;
+    return 1;
+}
+
+/* The K-quant table measures the exact mode once, for Q4_K at its first shape: the f32 products read every type
+ * the same way (dequantize, then the canonical f32 dot). */
+static int exact_q4_k_first(int wtype, size_t shape) { return wtype == SL_DTYPE_Q4_K && shape == 0; }
+
+/* The second table: the types with 256-element blocks and their cousins, at 1B-class shapes. */
+static void bench_kquants(uint8_t *pool, double min_s, int batches) {
+    static const int shapes[][2] = {{2048, 2048}, {5632, 2048}, {2048, 5632}};
+    static const int types[] = {SL_DTYPE_Q4_0, SL_DTYPE_Q8_0, SL_DTYPE_Q4_K, SL_DTYPE_Q5_K, SL_DTYPE_Q6_K,
+                                SL_DTYPE_Q2_K, SL_DTYPE_Q3_K, SL_DTYPE_Q5_0, SL_DTYPE_Q5_1, SL_DTYPE_IQ4_NL};
+    const int max_rows = 16, max_in = 5632, max_out = 5632;
+    float *x = malloc(sizeof(float) * max_rows * max_in);
+    for (int i = 0; i < max_rows * max_in; i++) x[i] = rand_f32();
+    uint8_t *xq = malloc(sizeof(sl_block_q8_K) * (max_in / 256) * max_rows); /* the largest bytes per element */
+    float *y = malloc(sizeof(float) * (size_t)max_rows * max_out);
+    float *src = malloc(sizeof(float) * (size_t)max_out * max_in);
+    if (!x || !xq || !y || !src) {
+        fprintf(stderr, "out of memory\n");
+        free(x), free(xq), free(y), free(src);
+        return;
+    }
+    bench_table(pool, types, sizeof types / sizeof *types, shapes, sizeof shapes / sizeof *shapes, exact_q4_k_first,
+                x, xq, y, src, min_s, batches);
     double best = 1e30; /* what fast mode adds per call for these types: quantizing an activation row */
     for (int b = 0; b < batches; b++) {
         const int iters = 5000;
@@ -253,7 +273,6 @@ int main(int argc, char **argv) {
 
     static const int shapes[][2] = {{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
     static const int types[] = {SL_DTYPE_Q4_1, SL_DTYPE_Q4_0, SL_DTYPE_Q8_0, SL_DTYPE_F16, SL_DTYPE_BF16, SL_DTYPE_F32};
-    static const int rows[] = {1, 16};
     const int max_rows = 16, max_in = 1536;
     float *x = malloc(sizeof(float) * max_rows * max_in);
     for (int i = 0; i < max_rows * max_in; i++) x[i] = rand_f32();
@@ -261,33 +280,8 @@ int main(int argc, char **argv) {
     float *y = malloc(sizeof(float) * (size_t)max_rows * 49152);
     float *src = malloc(sizeof(float) * (size_t)49152 * 576);
 
-    printf("\n%-5s %-11s %4s %-5s | %9s %8s %8s | %9s %8s %8s\n", "type", "n_out x n_in", "rows", "mode", "hot us",
-           "GB/s", "GFLOP/s", "cold us", "GB/s", "GFLOP/s");
-    printf("----------------------------------+-----------------------------+-----------------------------\n");
-    for (size_t t = 0; t < sizeof types / sizeof *types; t++)
-        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-            const int wtype = types[t], n_out = shapes[s][0], n_in = shapes[s][1];
-            const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
-            for (size_t i = 0; i < (size_t)n_out * n_in; i++) src[i] = rand_f32();
-            const int at = sl_k_act_type(wtype);
-            const size_t xq_row_bytes = at >= 0 ? sl_dtype_row_bytes(at, n_in) : 0;
-            if (at >= 0)
-                for (int r = 0; r < max_rows; r++) sl_k_quantize_row(at, x + r * n_in, xq + r * xq_row_bytes, n_in);
-            for (size_t r = 0; r < 2; r++)
-                for (int fast = at >= 0; fast >= 0; fast--) {
-                    const int n_copies = fill_pool(pool, src, wtype, n_out, n_in, fast && sl_k_pack_supported(wtype));
-                    bench_case c = {wtype, n_out, n_in, rows[r], fast, pool, row_bytes, w_bytes, n_copies, x, xq,
-                                    xq_row_bytes, y};
-                    const double hot = time_case(&c, 1, min_s, batches), cold = time_case(&c, 0, min_s, batches);
-                    const double flop = 2.0 * rows[r] * n_out * n_in;
-                    char shape[32];
-                    snprintf(shape, sizeof shape, "%dx%d", n_out, n_in);
-                    printf("%-5s %-11s %4d %-5s | %9.1f %8.1f %8.1f | %9.1f %8.1f %8.1f\n", sl_dtype_name(wtype), shape,
-                           rows[r], fast ? "fast" : "exact", hot * 1e6, (double)w_bytes / hot * 1e-9, flop / hot * 1e-9,
-                           cold * 1e6, (double)w_bytes / cold * 1e-9, flop / cold * 1e-9);
-                    fflush(stdout);
-                }
-        }
+    bench_table(pool, types, sizeof types / sizeof *types, shapes, sizeof shapes / sizeof *shapes, exact_always, x,
+                xq, y, src, min_s, batches);
 
     /* What fast mode adds per call: quantizing the activation rows. */
     for (int n_in = 576; n_in <= 1536; n_in += 960) {
