@@ -11,8 +11,8 @@
  *   hot:  the same matrix again and again, resident in L2 (what a kernel can do once its data is close)
  *   cold: a new copy of the matrix each call, from a pool larger than the last-level cache, so the weights
  *         stream from DRAM as they do in decode of a model bigger than the cache
- * Reference lines first: memcpy and plain read bandwidth over the same pool size, and OpenBLAS sgemm on one
- * thread.
+ * Reference lines first: memcpy and plain read bandwidth over the same pool size, the int8 ceiling (512-bit
+ * vpdpbusd per second, where the CPU has AVX512-VNNI), and OpenBLAS sgemm on one thread.
  * Each figure is the best of several timed batches (the machine is shared; the best is the least disturbed).
  *
  * The types of the K-quants family (and Q5_0, Q5_1, IQ4_NL) follow in a second table at the shapes of a
@@ -147,6 +147,48 @@ static void bench_read(const uint8_t *pool) {
     printf("read   %4zu MiB:   %6.1f GB/s (one thread, plain loads)\n", POOL_BYTES >> 20, (double)POOL_BYTES / best * 1e-9);
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+/* The integer ceiling of the fast products: independent 512-bit vpdpbusd (12 accumulator chains, more than its
+ * latency times its issue rate), as many per second as one core retires; 64 multiply-adds each. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static double vnni_loop(long n) {
+    const __m512i u = _mm512_set1_epi8(3), v = _mm512_set1_epi8(5);
+    __m512i a0 = _mm512_set1_epi32(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
+            a9 = a0, a10 = a0, a11 = a0;
+    double t0 = now_s();
+    for (long k = 0; k < n; k++) {
+        a0 = _mm512_dpbusd_epi32(a0, u, v), a1 = _mm512_dpbusd_epi32(a1, u, v), a2 = _mm512_dpbusd_epi32(a2, u, v);
+        a3 = _mm512_dpbusd_epi32(a3, u, v), a4 = _mm512_dpbusd_epi32(a4, u, v), a5 = _mm512_dpbusd_epi32(a5, u, v);
+        a6 = _mm512_dpbusd_epi32(a6, u, v), a7 = _mm512_dpbusd_epi32(a7, u, v), a8 = _mm512_dpbusd_epi32(a8, u, v);
+        a9 = _mm512_dpbusd_epi32(a9, u, v), a10 = _mm512_dpbusd_epi32(a10, u, v), a11 = _mm512_dpbusd_epi32(a11, u, v);
+        /* keeps the chains in registers and the loop from being folded away */
+        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7),
+                         "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));
+    }
+    const double t = now_s() - t0;
+    __m512i x = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                                 _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
+    x = _mm512_add_epi32(x, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
+    bench_sink = (uint64_t)_mm512_reduce_add_epi32(x);
+    _mm256_zeroupper();
+    return t;
+}
+
+static void bench_vnni_peak(void) {
+    if (!__builtin_cpu_supports("avx512vnni")) return;
+    const long n = 20000000;
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t = vnni_loop(n);
+        best = t < best ? t : best;
+    }
+    const double per_s = 12.0 * (double)n / best;
+    printf("vpdpbusd zmm peak, 1 thread: %6.2f G instructions/s = %6.1f GMAC/s (int8)\n", per_s * 1e-9, per_s * 64e-9);
+}
+#else
+static void bench_vnni_peak(void) {}
+#endif
+
 static void bench_sgemm(int m, int n, int k) {
     float *a = malloc(sizeof(float) * (size_t)m * k), *b = malloc(sizeof(float) * (size_t)n * k);
     float *c = malloc(sizeof(float) * (size_t)m * n);
@@ -267,6 +309,7 @@ int main(int argc, char **argv) {
     }
     bench_memcpy(pool);
     bench_read(pool);
+    bench_vnni_peak();
     bench_sgemm(16, 576, 576);
     bench_sgemm(16, 1536, 576);
     bench_sgemm(1, 1536, 576);
