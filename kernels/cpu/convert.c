@@ -213,13 +213,8 @@ void sl_k_dequantize_row(int type, const void *src, float *dst, int64_t n) { sl_
 
 SL_EXACT_FP static void sl_quantize_q4_0_ref(const float *x, sl_block_q4_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, x += 32) {
-        float amax = 0.0f, max = 0.0f; /* the value of largest magnitude, first one on ties */
-        for (int j = 0; j < 32; j++) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
+        float max; /* the value of largest magnitude, first one on ties */
+        sl__absmax(x, 32, &max);
         const float d = max / -8; /* max maps to -8, the one level without a positive twin */
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = sl_f32_to_fp16(d);

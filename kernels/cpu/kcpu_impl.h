@@ -45,6 +45,16 @@
  * detection in cpu_features.c checks all three anyway. */
 #define SL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define SL_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+/* Everything between push and pop, static helpers of an included template too, is compiled for target t
+ * (the instantiating files matmul_k_x86.c and matmul_q_x86.c). */
+#define SL_PRAGMA(x) _Pragma(#x)
+#if defined(__clang__)
+#define SL_TARGET_PUSH(t) SL_PRAGMA(clang attribute push(__attribute__((target(t))), apply_to = function))
+#define SL_TARGET_POP _Pragma("clang attribute pop")
+#else
+#define SL_TARGET_PUSH(t) _Pragma("GCC push_options") SL_PRAGMA(GCC target(t))
+#define SL_TARGET_POP _Pragma("GCC pop_options")
+#endif
 #else
 #define SL_KCPU_X86 0
 #endif
@@ -225,16 +235,33 @@ SL_TARGET_AVX512 SL_INLINE void sl__avx512_clean(void) {
                            "xmm31");
 }
 
-/* Canonical 16 -> 1 fold of lanes 0-7 (lo) and 8-15 (hi), as sl__fold16. */
-SL_TARGET_AVX2 SL_INLINE float sl__fold16_avx2(__m256 lo, __m256 hi) {
-    const __m256 s8 = _mm256_add_ps(lo, hi);
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+/* Canonical 8 -> 1 fold of v's lanes, as sl__fold8. */
+SL_TARGET_AVX2 SL_INLINE float sl__fold8_avx2(__m256 v) {
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
 }
+
+/* Canonical 16 -> 1 fold of lanes 0-7 (lo) and 8-15 (hi), as sl__fold16. */
+SL_TARGET_AVX2 SL_INLINE float sl__fold16_avx2(__m256 lo, __m256 hi) { return sl__fold8_avx2(_mm256_add_ps(lo, hi)); }
 #endif
 
 /* ---- conversions and quantization helpers (convert.c) ----------------------------------------------- */
+
+/* The largest |x[i]| of x[0..n), and in *max the x[i] it came from (the first one on ties), as GGML's
+ * quantizers find them (convert.c, quant_k.c). */
+static inline float sl__absmax(const float *x, int n, float *max) {
+    float amax = 0;
+    *max = 0;
+    for (int i = 0; i < n; ++i) {
+        const float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            *max = x[i];
+        }
+    }
+    return amax;
+}
 
 /* Dequantizes elements [k0, k1) of one row (k0, k1 multiples of the block for quantized types). */
 void sl__dequantize_range(int type, const void *row, int64_t k0, int64_t k1, float *dst);

@@ -12,23 +12,7 @@
 
 #if SL_KCPU_X86
 
-/* Everything between push and pop, the template's static helpers included, is compiled for the target. */
-#define SL_PRAGMA(x) _Pragma(#x)
-#if defined(__clang__)
-#define SL_TARGET_PUSH(t) SL_PRAGMA(clang attribute push(__attribute__((target(t))), apply_to = function))
-#define SL_TARGET_POP _Pragma("clang attribute pop")
-#else
-#define SL_TARGET_PUSH(t) _Pragma("GCC push_options") SL_PRAGMA(GCC target(t))
-#define SL_TARGET_POP _Pragma("GCC pop_options")
-#endif
-
 SL_TARGET_PUSH("avx2,fma,f16c")
-
-static inline float kq_fold8(__m256 v) { /* sl__fold8 */
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
-}
 
 static inline float kq_ldf(const uint8_t *p) {
     float f;
@@ -190,10 +174,6 @@ SL_TARGET_PUSH("avx2,fma,f16c")
 #define KQ_W 1
 #define KQ_RT 4
 #include "matmul_k_x86.h"
-#undef KQ
-#undef KQ_VNNI
-#undef KQ_W
-#undef KQ_RT
 SL_TARGET_POP
 
 SL_TARGET_PUSH("avx2,fma,f16c,avxvnni")
@@ -202,10 +182,6 @@ SL_TARGET_PUSH("avx2,fma,f16c,avxvnni")
 #define KQ_W 1
 #define KQ_RT 4
 #include "matmul_k_x86.h"
-#undef KQ
-#undef KQ_VNNI
-#undef KQ_W
-#undef KQ_RT
 SL_TARGET_POP
 
 SL_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
@@ -214,10 +190,6 @@ SL_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 #define KQ_W 2
 #define KQ_RT 8
 #include "matmul_k_x86.h"
-#undef KQ
-#undef KQ_VNNI
-#undef KQ_W
-#undef KQ_RT
 SL_TARGET_POP
 
 SL_TARGET_PUSH("avx2,fma,f16c")

@@ -1,6 +1,7 @@
 /*
  * matmul_k_x86.h — template of the x86 products of matmul_k.c (Q5_0, Q5_1, IQ4_NL, Q2_K .. Q6_K);
- * matmul_k_x86.c includes it once per variant, inside a target region, after defining:
+ * matmul_k_x86.c includes it once per variant, inside a target region, after defining
+ * (the template undefines them at its end):
  *   KQ(name)  the variant's suffix for every name defined here
  *   KQ_VNNI   0: pmaddubsw + pmaddwd + add (AVX2); 1: pmaddubsw + vpdpwssd, VEX (AVX-VNNI);
  *             2: pmaddubsw + vpdpwssd, EVEX (AVX512-VNNI); the 32-element types use vpdpbusd under 1 and 2
@@ -109,10 +110,11 @@ SL_INLINE KQ(kq_vf) KQ(kq_wjoinf)(const float *f) {
 /* sl__fold8 of output i's lanes. */
 SL_INLINE float KQ(kq_fold)(KQ(kq_vf) v, const int i) {
 #if KQ_W == 2
-    return kq_fold8(i ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)) : _mm512_castps512_ps256(v));
+    return sl__fold8_avx2(i ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
+                            : _mm512_castps512_ps256(v));
 #else
     (void)i;
-    return kq_fold8(v);
+    return sl__fold8_avx2(v);
 #endif
 }
 
@@ -306,7 +308,7 @@ SL_INLINE void KQ(kq_tile32)(const int T, const int R, const uint8_t *w, const u
     }
     SL_UNROLL
     for (int r = 0; r < R; r++) {
-        const float s = kq_fold8(acc[r]);
+        const float s = sl__fold8_avx2(acc[r]);
         y[(size_t)r * ldy] = T == SL_DTYPE_Q5_1 ? s + _mm_cvtss_f32(ms[r]) : s;
     }
 }
@@ -426,3 +428,9 @@ void KQ(sl__matmul_k)(int wtype, const void *w, size_t w_row_bytes, int o0, int 
 #undef KV_FMA
 #undef KV_MUL
 #undef KV_SET1_PS
+
+/* The parameters, so the next instance can define its own. */
+#undef KQ
+#undef KQ_VNNI
+#undef KQ_W
+#undef KQ_RT

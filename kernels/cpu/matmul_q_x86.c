@@ -10,26 +10,12 @@
 
 #if SL_KCPU_X86
 
-/* Everything between push and pop, the template's static helpers included, is compiled for the target. */
-#define SL_PRAGMA(x) _Pragma(#x)
-#if defined(__clang__)
-#define SL_TARGET_PUSH(t) SL_PRAGMA(clang attribute push(__attribute__((target(t))), apply_to = function))
-#define SL_TARGET_POP _Pragma("clang attribute pop")
-#else
-#define SL_TARGET_PUSH(t) _Pragma("GCC push_options") SL_PRAGMA(GCC target(t))
-#define SL_TARGET_POP _Pragma("GCC pop_options")
-#endif
-
 SL_TARGET_PUSH("avx2,fma,f16c")
 #define MQ(name) name##_avx2
 #define MQ_VNNI 0
 #define MQ_W 8
 #define MQ_RT 4
 #include "matmul_q_x86.h"
-#undef MQ
-#undef MQ_VNNI
-#undef MQ_RT
-#undef MQ_W
 SL_TARGET_POP
 
 SL_TARGET_PUSH("avx2,fma,f16c,avxvnni")
@@ -38,10 +24,6 @@ SL_TARGET_PUSH("avx2,fma,f16c,avxvnni")
 #define MQ_W 8
 #define MQ_RT 4
 #include "matmul_q_x86.h"
-#undef MQ
-#undef MQ_VNNI
-#undef MQ_RT
-#undef MQ_W
 SL_TARGET_POP
 
 SL_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
@@ -50,10 +32,6 @@ SL_TARGET_PUSH("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
 #define MQ_W 16
 #define MQ_RT 8
 #include "matmul_q_x86.h"
-#undef MQ
-#undef MQ_VNNI
-#undef MQ_RT
-#undef MQ_W
 SL_TARGET_POP
 
 #else

@@ -1,6 +1,7 @@
 /*
  * matmul_q_x86.h — template of the x86 packed quantized product (sl_k_matmul_qp, layout and recipe in
- * matmul_q.c); matmul_q_x86.c includes it once per variant, inside a target region, after defining:
+ * matmul_q.c); matmul_q_x86.c includes it once per variant, inside a target region, after defining
+ * (the template undefines them at its end):
  *   MQ(name)  the variant's suffix for every name defined here
  *   MQ_VNNI   0: pmaddubsw + pmaddwd (AVX2); 1: vpdpbusd, VEX (AVX-VNNI); 2: vpdpbusd, EVEX (AVX512-VNNI)
  *   MQ_W      output lanes per vector: 16 (zmm, a whole packed group) or 8 (ymm, half a group)
@@ -297,3 +298,9 @@ void MQ(sl__matmul_qp)(int wtype, const void *packed, int o0, int o1, int n_in, 
 #undef MQ_ZEROF
 #undef MQ_PH
 #undef MQ_STOREF
+
+/* The parameters, so the next instance can define its own. */
+#undef MQ
+#undef MQ_VNNI
+#undef MQ_W
+#undef MQ_RT

@@ -249,15 +249,8 @@ static inline int sl_imin(int a, int b) { return a < b ? a : b; }
 /* GGML's make_qx_quants with rmse_type 1 and no importance weights: symmetric levels -nmax .. nmax-1 in L
  * (stored + nmax), and the scale that minimizes the x²-weighted error over 19 candidate iscales. */
 SL_EXACT_FP static float sl_make_qx_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < SL_GROUP_MAX_EPS) {
+    float max;
+    if (sl__absmax(x, n, &max) < SL_GROUP_MAX_EPS) {
         for (int i = 0; i < n; ++i) L[i] = 0;
         return 0.f;
     }
@@ -298,15 +291,8 @@ SL_EXACT_FP static float sl_make_qx_quants(int n, int nmax, const float *x, int8
 
 /* GGML's make_q3_quants with do_rmse: levels refined one at a time (at most 5 passes). */
 SL_EXACT_FP static float sl_make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < SL_GROUP_MAX_EPS) {
+    float max;
+    if (sl__absmax(x, n, &max) < SL_GROUP_MAX_EPS) {
         for (int i = 0; i < n; ++i) L[i] = 0;
         return 0.f;
     }
@@ -422,13 +408,8 @@ SL_EXACT_FP static float sl_make_qkx2_quants(int n, int nmax, const float *x, co
 
 SL_EXACT_FP static void sl_quantize_q5_0_ref(const float *x, sl_block_q5_0 *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, x += 32) {
-        float amax = 0.0f, max = 0.0f;
-        for (int j = 0; j < 32; j++) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
+        float max;
+        sl__absmax(x, 32, &max);
         const float d = max / -16; /* max maps to -16, the level without a positive twin */
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = sl_f32_to_fp16(d);
@@ -703,15 +684,8 @@ SL_EXACT_FP static void sl_quantize_q6_K_ref(const float *x, sl_block_q6_K *y, i
  * nearest_int; bsums are the sums of 16 levels, which carry the weights' mins and offsets. */
 SL_EXACT_FP static void sl_quantize_q8_K_ref(const float *x, sl_block_q8_K *y, int64_t nb) {
     for (int64_t i = 0; i < nb; i++, x += 256) {
-        float max = 0, amax = 0;
-        for (int j = 0; j < 256; ++j) {
-            float ax = fabsf(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
-        if (!amax) {
+        float max;
+        if (!sl__absmax(x, 256, &max)) {
             memset(&y[i], 0, sizeof y[i]); /* GGML leaves bsums unset here; zero is their value */
             continue;
         }
@@ -753,15 +727,8 @@ SL_EXACT_FP static void sl_quantize_iq4_nl(const float *x, sl_block_iq4_nl *y, i
         uint8_t L[32];
         float scale = 0;
         for (int j = 0; j < 32; ++j) weight[j] = x[j] * x[j];
-        float amax = 0, max = 0;
-        for (int j = 0; j < 32; ++j) {
-            float ax = fabsf(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
-        if (amax >= SL_GROUP_MAX_EPS) {
+        float max;
+        if (sl__absmax(x, 32, &max) >= SL_GROUP_MAX_EPS) {
             float d = -max / values[0];
             float id = 1 / d;
             float sumqx = 0, sumq2 = 0;

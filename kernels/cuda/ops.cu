@@ -155,25 +155,20 @@ extern "C" cudaError_t sl_kc_add(cudaStream_t s, float *y, const float *x, size_
 }
 
 /* ---- KV store ------------------------------------------------------------------------------------------- */
-static __global__ void k_kv_store_f32(float *k_pool, float *v_pool, const float *k, const float *v,
-                                      const int64_t *slots, int n_rows, int row) {
-    const size_t total = (size_t)n_rows * (size_t)row;
-    SL_KC_GRID_STRIDE(i, total) {
-        const size_t r = i / (size_t)row, c = i % (size_t)row;
-        const size_t at = (size_t)slots[r] * (size_t)row + c;
-        k_pool[at] = k[i];
-        v_pool[at] = v[i];
-    }
-}
+/* f as the pool's element type (round to nearest even for half). */
+template <typename T> static __device__ __forceinline__ T sl_kc_from_f32(float f);
+template <> __device__ __forceinline__ float sl_kc_from_f32<float>(float f) { return f; }
+template <> __device__ __forceinline__ __half sl_kc_from_f32<__half>(float f) { return __float2half_rn(f); }
 
-static __global__ void k_kv_store_f16(__half *k_pool, __half *v_pool, const float *k, const float *v,
-                                      const int64_t *slots, int n_rows, int row) {
+template <typename T>
+static __global__ void k_kv_store(T *k_pool, T *v_pool, const float *k, const float *v, const int64_t *slots,
+                                  int n_rows, int row) {
     const size_t total = (size_t)n_rows * (size_t)row;
     SL_KC_GRID_STRIDE(i, total) {
         const size_t r = i / (size_t)row, c = i % (size_t)row;
         const size_t at = (size_t)slots[r] * (size_t)row + c;
-        k_pool[at] = __float2half_rn(k[i]);
-        v_pool[at] = __float2half_rn(v[i]);
+        k_pool[at] = sl_kc_from_f32<T>(k[i]);
+        v_pool[at] = sl_kc_from_f32<T>(v[i]);
     }
 }
 
@@ -183,11 +178,11 @@ extern "C" cudaError_t sl_kc_kv_store(cudaStream_t s, void *k_pool, void *v_pool
     const size_t total = (size_t)(n_rows > 0 ? n_rows : 0) * (size_t)(row > 0 ? row : 0);
     if (total == 0) return cudaSuccess;
     if (kv_type == SL_DTYPE_F32)
-        k_kv_store_f32<<<sl_kc_blocks(total), SL_KC_THREADS, 0, s>>>((float *)k_pool, (float *)v_pool, k, v, slots,
-                                                                     n_rows, row);
+        k_kv_store<float><<<sl_kc_blocks(total), SL_KC_THREADS, 0, s>>>((float *)k_pool, (float *)v_pool, k, v, slots,
+                                                                        n_rows, row);
     else if (kv_type == SL_DTYPE_F16)
-        k_kv_store_f16<<<sl_kc_blocks(total), SL_KC_THREADS, 0, s>>>((__half *)k_pool, (__half *)v_pool, k, v, slots,
-                                                                     n_rows, row);
+        k_kv_store<__half><<<sl_kc_blocks(total), SL_KC_THREADS, 0, s>>>((__half *)k_pool, (__half *)v_pool, k, v,
+                                                                         slots, n_rows, row);
     else
         return cudaErrorInvalidValue;
     return cudaGetLastError();
