@@ -211,10 +211,10 @@ static int gguf_str_eq_n(sl_gguf_str a, const char *b, uint64_t b_len) {
     return a.len == b_len && memcmp(a.data, b, b_len) == 0;
 }
 
-/* Sorts the n names; on a duplicate returns SL_BAD_FORMAT with *dup_a < *dup_b its two indices (no message:
- * the caller knows whether they are keys or tensors). */
-static sl_status gguf_index_build(gguf_index *ix, const sl_gguf_str *names, size_t stride, int64_t n, int64_t *dup_a,
-                                  int64_t *dup_b) {
+/* Sorts the n names (each `stride` bytes after the last); a duplicate is SL_BAD_FORMAT naming it as a `what`
+ * found in two of the `items` ("metadata key" in "key-values", "tensor name" in "tensors"). */
+static sl_status gguf_index_build(gguf_index *ix, const sl_gguf_str *names, size_t stride, int64_t n, const char *what,
+                                  const char *items) {
     ix->refs = sl__malloc((size_t)(n ? n : 1) * sizeof *ix->refs);
     if (!ix->refs) return sl__errorf(SL_OUT_OF_MEMORY, "out of memory for an index of %" PRId64 " names", n);
     ix->n = n;
@@ -225,11 +225,9 @@ static sl_status gguf_index_build(gguf_index *ix, const sl_gguf_str *names, size
     qsort(ix->refs, (size_t)n, sizeof *ix->refs, gguf_ref_cmp);
     for (int64_t i = 1; i < n; i++) {
         const gguf_name_ref *a = &ix->refs[i - 1], *b = &ix->refs[i];
-        if (a->len == b->len && memcmp(a->data, b->data, a->len) == 0) {
-            *dup_a = a->i;
-            *dup_b = b->i;
-            return SL_BAD_FORMAT;
-        }
+        if (a->len == b->len && memcmp(a->data, b->data, a->len) == 0)
+            return sl__errorf(SL_BAD_FORMAT, "duplicate %s '%.*s' (%s %" PRId64 " and %" PRId64 ")", what,
+                              (int)SL_MIN(b->len, GGUF_MSG_NAME_MAX), b->data, items, a->i, b->i);
     }
     return SL_OK;
 }
@@ -432,12 +430,7 @@ static sl_status gguf_index_strings(sl_gguf *g) {
 }
 
 static sl_status gguf_build_kv_index(sl_gguf *g) {
-    int64_t a, b;
-    sl_status st = gguf_index_build(&g->kv_index, &g->kvs[0].key, sizeof *g->kvs, g->n_kv, &a, &b);
-    if (st == SL_BAD_FORMAT)
-        return sl__errorf(SL_BAD_FORMAT, "duplicate metadata key '%.*s' (key-values %" PRId64 " and %" PRId64 ")",
-                          (int)SL_MIN(g->kvs[b].key.len, GGUF_MSG_NAME_MAX), g->kvs[b].key.data, a, b);
-    return st;
+    return gguf_index_build(&g->kv_index, &g->kvs[0].key, sizeof *g->kvs, g->n_kv, "metadata key", "key-values");
 }
 
 static sl_status gguf_read_alignment(sl_gguf *g) {
@@ -525,12 +518,8 @@ static sl_status gguf_parse_tensor_info(sl_gguf *g, gguf_cursor *c, int64_t i, s
 }
 
 static sl_status gguf_build_tensor_index(sl_gguf *g) {
-    int64_t a, b;
-    sl_status st = gguf_index_build(&g->tensor_index, &g->tensors[0].name, sizeof *g->tensors, g->n_tensors, &a, &b);
-    if (st == SL_BAD_FORMAT)
-        return sl__errorf(SL_BAD_FORMAT, "duplicate tensor name '%.*s' (tensors %" PRId64 " and %" PRId64 ")",
-                          (int)SL_MIN(g->tensors[b].name.len, GGUF_MSG_NAME_MAX), g->tensors[b].name.data, a, b);
-    return st;
+    return gguf_index_build(&g->tensor_index, &g->tensors[0].name, sizeof *g->tensors, g->n_tensors, "tensor name",
+                            "tensors");
 }
 
 /* Sorting tensors by offset, for the overlap check. */

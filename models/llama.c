@@ -291,7 +291,7 @@ sl_status sl_llama_load_rank(const sl_gguf *g, const sl_model_hparams *hp, sl_ba
                                 c->rank > 0 || !tied ? SPLIT_NONE_ROWS_ONLY : SPLIT_NONE, &c->tok_embd)) != SL_OK)
         goto fail;
     if ((st = load_norm(c, g, "output_norm.weight", E, &c->output_norm)) != SL_OK) goto fail;
-    if (sl_gguf_find_tensor(g, "output.weight")) {
+    if (!tied) {
         /* only rank 0 runs the output projection (llama_forward): the other ranks do not place it */
         if (c->rank == 0 && (st = load_weight(c, g, "output.weight", E, hp->n_vocab, &c->output)) != SL_OK) goto fail;
     } else {

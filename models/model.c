@@ -257,7 +257,7 @@ sl_status sl_model_kv_device_budget(sl_model *m, double fraction, uint64_t *byte
     const int tp = m->tp > 1 ? m->tp : 1;
     /* Per rank: the device's room for KV = fraction * total - in use. Ranks sharing a device (the single-GPU
      * communicator) share its room, each rank holding 1/tp of every block. */
-    double blocks_per_byte_min = -1; /* the smallest room per rank, in bytes of this rank's KV share */
+    double room_min = -1; /* the smallest room of any rank, bytes (for that rank's share of the pool) */
     for (int r = 0; r < tp; r++) {
         sl_backend *b = tp > 1 ? sl_llama_tp_rank_backend(m->ctx, r) : &m->backend;
         size_t free_b = 0, total_b = 0;
@@ -268,10 +268,10 @@ sl_status sl_model_kv_device_budget(sl_model *m, double fraction, uint64_t *byte
         double room = fraction * (double)total_b - (double)(total_b - free_b);
         if (room <= 0) room = 0;
         double per_rank = room / sharing;
-        if (blocks_per_byte_min < 0 || per_rank < blocks_per_byte_min) blocks_per_byte_min = per_rank;
+        if (room_min < 0 || per_rank < room_min) room_min = per_rank;
     }
     /* every rank holds 1/tp of the pool: the pool is tp times the smallest rank's room */
-    *bytes = (uint64_t)(blocks_per_byte_min * tp);
+    *bytes = (uint64_t)(room_min * tp);
     return SL_OK;
 }
 

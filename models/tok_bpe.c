@@ -75,6 +75,9 @@ sl_status sl__tok_bpe_init(sl_tokenizer *t, const sl_vocab_spec *spec) {
     int64_t n = spec->n_merges;
     if (n < 0 || n >= INT32_MAX || (n && (!spec->merges || !spec->merge_lens)))
         return sl__errorf(SL_BAD_FORMAT, "tokenizer: bad number of merges (%lld)", (long long)n);
+    /* The merge heap keys ranks as floats (tok_impl.h), exact below 2^24; real vocabularies have < 1M merges. */
+    if (n > (1 << 24))
+        return sl__errorf(SL_BAD_FORMAT, "tokenizer: %lld merges (at most %d)", (long long)n, 1 << 24);
     size_t total = 0;
     for (int64_t i = 0; i < n; i++) {
         if (spec->merge_lens[i] >= UINT32_MAX || !sl__add_size(total, spec->merge_lens[i], &total))

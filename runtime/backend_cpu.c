@@ -41,6 +41,9 @@ typedef struct sl_cpu_ctx {
     size_t rope_cap;       /* floats rope_cs holds; rows rope_pos holds: rope_cap_rows */
     int rope_cap_rows;
     float rope_base, rope_scale;
+    uint8_t *unpack_row;   /* [unpack_cap] a packed weight's row back in the file's layout (get_rows); sized when
+                            * a weight is packed (load), so a step's embedding lookup never allocates */
+    size_t unpack_cap;
 } sl_cpu_ctx;
 
 /* ---- memory ------------------------------------------------------------------------------------------------ */
@@ -154,22 +157,18 @@ static sl_status cpu_matmul(void *ctx, const sl_weight *w, const float *x, int n
 }
 
 static sl_status cpu_get_rows(void *ctx, const sl_weight *w, const int32_t *ids, int n, float *out) {
-    (void)ctx;
-    uint8_t *row = NULL; /* a packed weight's row back in the file's layout */
-    if (w->packed && !(row = sl__malloc(w->row_bytes))) return sl__errorf(SL_OUT_OF_MEMORY, "embedding row");
+    sl_cpu_ctx *c = ctx;
+    SL_ASSERT(!w->packed || c->unpack_cap >= w->row_bytes); /* cpu_upload_weight sized it */
     for (int i = 0; i < n; i++) {
-        if (ids[i] < 0 || ids[i] >= w->n_out) {
-            free(row);
+        if (ids[i] < 0 || ids[i] >= w->n_out)
             return sl__errorf(SL_INVALID_ARGUMENT, "token id %d outside the vocabulary [0, %d)", ids[i], w->n_out);
-        }
         const uint8_t *src = (const uint8_t *)w->data + (size_t)ids[i] * w->row_bytes;
         if (w->packed) {
-            sl_k_unpack_q_row(w->type, w->data, w->n_in, ids[i], row);
-            src = row;
+            sl_k_unpack_q_row(w->type, w->data, w->n_in, ids[i], c->unpack_row);
+            src = c->unpack_row;
         }
         sl_k_dequantize_row(w->type, src, out + (size_t)i * w->n_in, w->n_in);
     }
-    free(row);
     return SL_OK;
 }
 
@@ -182,6 +181,12 @@ static sl_status cpu_upload_weight(void *ctx, const sl_weight *host, sl_weight *
     *dev = *host;
     dev->packed = 0;
     if (c->precision != SL_PRECISION_FAST || !sl_k_pack_supported(host->type)) return SL_OK;
+    if (host->row_bytes > c->unpack_cap) { /* any packed weight may be looked up by row (the embedding) */
+        uint8_t *row = sl__realloc(c->unpack_row, host->row_bytes);
+        if (!row) return sl__errorf(SL_OUT_OF_MEMORY, "row of %zu bytes", host->row_bytes);
+        c->unpack_row = row;
+        c->unpack_cap = host->row_bytes;
+    }
     size_t bytes = sl_k_packed_bytes(host->type, host->n_out, host->n_in);
     void *p;
     sl_status st = cpu_alloc(ctx, bytes, &p);
@@ -362,6 +367,7 @@ static void cpu_free(void *ctx) {
     free(c->xq);
     free(c->rope_cs);
     free(c->rope_pos);
+    free(c->unpack_row);
     free(c);
 }
 
