@@ -1156,10 +1156,11 @@ static void postprocess(sl_engine_t *e, int64_t step_us, int n_rows) {
     }
 }
 
-static void fail_all(sl_engine_t *e, sl_status st, const char *msg) {
+/* Ends every running sequence the same way (a failed step: the waiting ones are untouched). */
+static void finish_running(sl_engine_t *e, sl_finish_reason why, sl_status st, const char *msg) {
     while (e->n_running > 0) {
         sl_seq *s = e->running[--e->n_running];
-        seq_finish(e, s, SL_FINISH_ERROR, NULL, -1, st, msg);
+        seq_finish(e, s, why, NULL, -1, st, msg);
     }
     atomic_store(&e->n_running_pub, 0);
 }
@@ -1167,11 +1168,7 @@ static void fail_all(sl_engine_t *e, sl_status st, const char *msg) {
 /* Ends every sequence the replica holds (running, waiting, and those still in its inbox) the same way. */
 static void finish_everything(sl_engine_t *e, sl_finish_reason why, sl_status st, const char *msg) {
     intake(e);
-    while (e->n_running > 0) {
-        sl_seq *s = e->running[--e->n_running];
-        seq_finish(e, s, why, NULL, -1, st, msg);
-    }
-    atomic_store(&e->n_running_pub, 0);
+    finish_running(e, why, st, msg);
     while (e->wait_head) {
         sl_seq *s = e->wait_head;
         e->wait_head = s->next_wait;
@@ -1248,7 +1245,7 @@ static void *engine_main(void *arg) {
             return NULL; /* out of service: nothing is placed here any more, so nothing is left to step */
         }
         if (st != SL_OK) {
-            fail_all(e, st, sl_last_error());
+            finish_running(e, SL_FINISH_ERROR, st, sl_last_error());
             release_done(e);
             continue;
         }

@@ -11,18 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sl_util.h"
 
 /* Longest entry quoted back in a message; "cuda:255" is 8, anything longer is a typo worth clipping. */
 #define PLACEMENT_QUOTE_MAX 32
 
-static int placement_ieq_n(const char *a, size_t n, const char *b) {
-    if (strlen(b) != n) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i])) return 0;
-    return 1;
-}
+/* [a, a+n) equals b, ignoring case. */
+static int placement_ieq_n(const char *a, size_t n, const char *b) { return strlen(b) == n && !strncasecmp(a, b, n); }
 
 /* One entry [s, s+n) (already trimmed) -> SL_DEVICE_CPU or an ordinal; -2 when it is no device. */
 static int placement_entry(const char *s, size_t n) {

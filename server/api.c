@@ -160,13 +160,17 @@ typedef struct api_err {
 } api_err;
 
 static int fail_at(api_err *e, int status, const char *param, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* OpenAI's error type for an HTTP status. */
+static const char *err_type(int status) {
+    return status == 401   ? "authentication_error"
+           : status == 429 ? "rate_limit_error"
+           : status >= 500 ? "server_error"
+                           : "invalid_request_error";
+}
+
 static int fail_at(api_err *e, int status, const char *param, const char *fmt, ...) {
     e->status = status;
-    e->type = status == 401   ? "authentication_error"
-              : status == 404 ? "invalid_request_error"
-              : status == 429 ? "rate_limit_error"
-              : status >= 500 ? "server_error"
-                              : "invalid_request_error";
+    e->type = err_type(status);
     e->code = NULL;
     e->no_retry = 0;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
@@ -177,7 +181,7 @@ static int fail_at(api_err *e, int status, const char *param, const char *fmt, .
     return 0;
 }
 
-static char *error_json(int status, const char *type, const char *msg, const char *param, const char *code) {
+static char *error_json(const char *type, const char *msg, const char *param, const char *code) {
     json_t *o = json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", msg, "type", type, "param",
                           param && *param ? json_string(param) : json_null(), "code",
                           code ? json_string(code) : json_null());
@@ -198,7 +202,7 @@ static void send_json(sl_http_conn *c, int status, json_t *o, const char *extra)
 }
 
 static void send_err(sl_http_conn *c, const api_err *e) {
-    char *s = error_json(e->status, e->type, e->msg, e->param, e->code);
+    char *s = error_json(e->type, e->msg, e->param, e->code);
     /* Retry-After where waiting helps (a full queue, shutdown hand-over); not for a device error, which is for
      * good (the replica never comes back: a client should not retry the same pin) */
     const char *extra = e->status == 429 || (e->status == 503 && !e->no_retry) ? "Retry-After: 1\r\n" : "";
@@ -332,9 +336,6 @@ static int get_replica(api *a, json_t *root, const char *hdr, int *out, api_err 
     *out = (int)x;
     return 1;
 }
-
-/* The X-Sluice-Replica header of the request, or NULL. */
-static const char *replica_header(const sl_http_request *r) { return r->sluice_replica; }
 
 /* Known OpenAI fields Sluice does not implement: refused by name rather than silently ignored. */
 static int refuse_unsupported(json_t *root, ex_kind kind, api_err *e) {
@@ -789,15 +790,20 @@ static json_t *chunk_base(const exchange *ex) {
                      (json_int_t)ex->created, "model", ex->a->info.name);
 }
 
+/* Writes one SSE frame "data: <s>\n\n". Returns 0 if the client is gone. */
+static int sse_data(sl_http_conn *c, const char *s) {
+    sl_buf b = {0};
+    int ok = sl_buf_append(&b, "data: ", 6) && sl_buf_append(&b, s, strlen(s)) && sl_buf_append(&b, "\n\n", 2) &&
+             sl_http_stream_write(c, b.p, b.n);
+    sl_buf_free(&b);
+    return ok;
+}
+
 static int sse_send(exchange *ex, json_t *o) {
     char *s = o ? json_dumps(o, API_JSON_FLAGS) : NULL;
     json_decref(o);
-    if (!s) return 0;
-    sl_buf b = {0};
-    int ok = sl_buf_append(&b, "data: ", 6) && sl_buf_append(&b, s, strlen(s)) && sl_buf_append(&b, "\n\n", 2);
+    int ok = s && sse_data(ex->conn, s);
     free(s);
-    ok = ok && sl_http_stream_write(ex->conn, b.p, b.n);
-    sl_buf_free(&b);
     return ok;
 }
 
@@ -875,12 +881,9 @@ static void exchange_finish(exchange *ex) {
     if (ex->stream) {
         int ok = 1;
         if (ex->failed) {
-            char *s = error_json(ex->fail_status, ex->fail_status >= 500 ? "server_error" : "invalid_request_error",
-                                 ex->fail_msg, NULL, NULL);
-            sl_buf b = {0};
-            ok = s && sl_buf_printf(&b, "data: %s\n\n", s) && sl_http_stream_write(c, b.p, b.n);
+            char *s = error_json(err_type(ex->fail_status), ex->fail_msg, NULL, NULL);
+            ok = s && sse_data(c, s);
             free(s);
-            sl_buf_free(&b);
         } else if (ex->include_usage) {
             json_t *o = chunk_base(ex);
             json_object_set_new(o, "choices", json_array());
@@ -1754,11 +1757,11 @@ static void on_request(sl_http_conn *c, const sl_http_request *r, void *user_dat
     if (!json_is_object(root)) {
         send_simple_err(c, 400, NULL, NULL, "the request body must be a JSON object");
     } else if (kind == 0) {
-        handle_generate(a, c, root, EX_COMPLETION, replica_header(r));
+        handle_generate(a, c, root, EX_COMPLETION, r->sluice_replica);
     } else if (kind == 1) {
-        handle_generate(a, c, root, EX_CHAT, replica_header(r));
+        handle_generate(a, c, root, EX_CHAT, r->sluice_replica);
     } else if (kind == 2) {
-        handle_embeddings(a, c, root, replica_header(r));
+        handle_embeddings(a, c, root, r->sluice_replica);
     } else if (kind == 3) {
         handle_tokenize(a, c, root);
     } else {

@@ -48,16 +48,17 @@ static const struct {
 
 /* finished_reason label values, by sl_finish_reason. */
 static const char *const k_reasons[] = {"none", "stop", "length", "abort", "error"};
-#define N_REASONS 5
+#define N_REASONS NELEM(k_reasons)
+_Static_assert(NELEM(k_reasons) == SL_FINISH_ERROR + 1, "one finished_reason label per sl_finish_reason");
 
 /* Routes the HTTP counter knows: a fixed set keeps the label's cardinality bounded whatever clients send. */
 static const char *const k_routes[] = {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models",
                                        "/v1/models/{model}", "/tokenize", "/detokenize", "/health", "/ready",
                                        "/metrics", "/", "other"};
-#define N_ROUTES 12
+#define N_ROUTES NELEM(k_routes)
 /* Statuses the server sends (http.c's status_text); any other is counted under "other" (index N_STATUSES). */
 static const int k_statuses[] = {100, 200, 204, 400, 401, 404, 405, 408, 413, 429, 431, 500, 503};
-#define N_STATUSES 13
+#define N_STATUSES NELEM(k_statuses)
 
 static _Atomic int64_t g_open_connections;
 static _Atomic uint64_t g_http[N_ROUTES][N_STATUSES + 1];

@@ -661,27 +661,29 @@ class LLM:
         prompts = [self._chat_prompt(c) for c in convs]  # type: ignore[arg-type]
         return self._run_all(prompts, self._params_list(params, len(prompts)))
 
+    @staticmethod
+    def _stream_params(params: Optional[SamplingParams], what: str) -> SamplingParams:
+        """The params of a streamed request (one choice only), checked before its prompt is prepared."""
+        sp = params if params is not None else SamplingParams()
+        if not isinstance(sp, SamplingParams):
+            raise TypeError("params must be a SamplingParams")
+        if sp.n != 1:
+            raise InvalidArgumentError("%s() streams one choice; n = %d" % (what, sp.n))
+        return sp
+
     def stream(self, prompt: Prompt, params: Optional[SamplingParams] = None) -> TextStream:
         """Starts one request and returns an iterator of its text deltas, as they are generated.
 
         The request is submitted now (bad arguments raise here). Closing the iterator, or leaving a ``with``
         block around it, cancels the request. Only one choice is streamed: params.n must be 1.
         """
-        sp = params if params is not None else SamplingParams()
-        if not isinstance(sp, SamplingParams):
-            raise TypeError("params must be a SamplingParams")
-        if sp.n != 1:
-            raise InvalidArgumentError("stream() streams one choice; n = %d" % sp.n)
+        sp = self._stream_params(params, "stream")
         _, ids = self._prompt_ids(prompt, 0)
         return TextStream(self._submit(ids, sp))
 
     def stream_chat(self, messages: Sequence[Message], params: Optional[SamplingParams] = None) -> TextStream:
         """As :meth:`stream`, for one conversation rendered with the chat template."""
-        sp = params if params is not None else SamplingParams()
-        if not isinstance(sp, SamplingParams):
-            raise TypeError("params must be a SamplingParams")
-        if sp.n != 1:
-            raise InvalidArgumentError("stream_chat() streams one choice; n = %d" % sp.n)
+        sp = self._stream_params(params, "stream_chat")
         _, ids = self._chat_prompt(messages)
         return TextStream(self._submit(ids, sp))
 
