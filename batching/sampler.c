@@ -10,6 +10,9 @@
  *          steered by mass instead of rank, which finds the exact nucleus in expected linear time and never
  *          sorts it.
  *   min-p: a filter, since it is relative to the best token, which top-k and top-p always keep.
+ *   none of top-k / top-p (the common case): no candidate array at all; one vector pass (runtime/host_vec.h,
+ *          sl_host_sample_weights) writes every weight and the weights' sums by chunk of 256, and the draw walks
+ *          the chunk sums, then one chunk.
  * The order of candidates is total (probability, then lowest id first), so the kept set does not depend on
  * how a selection happened to pivot, and everything is deterministic: a (seed, stream) pair gives the same
  * tokens on every run.
@@ -24,6 +27,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "host_vec.h"
 #include "sl_util.h"
 
 /* Below this temperature sampling is greedy: dividing by it would overflow the logits to infinities, and the
@@ -51,6 +55,8 @@ struct sl_sampler_scratch {
     float *logits;   /* [n_vocab] f32: this call's processed logits */
     sl__cand *cand;  /* [n_vocab] tokens still in the running, reordered by selection and sorting */
     uint32_t *count; /* [n_vocab] occurrences in prompt/output while a call runs; all zero between calls */
+    float *weight;   /* [n_vocab] exp of the scaled logits (sl_host_sample_weights), for draws without top-k */
+    float *chunk;    /* [ceil(n_vocab / SL_HOST_SAMPLE_CHUNK)] their sums by chunk */
     double bucket_mass[SL_SAMPLE_BUCKETS]; /* top-p prefilter: probability mass per scaled-logit bucket */
 };
 
@@ -103,7 +109,9 @@ sl_status sl_sampler_scratch_create(int n_vocab, sl_sampler_scratch **out) {
     s->logits = sl__malloc((size_t)n_vocab * sizeof *s->logits);
     s->cand = sl__malloc((size_t)n_vocab * sizeof *s->cand);
     s->count = sl__calloc((size_t)n_vocab, sizeof *s->count);
-    if (!s->logits || !s->cand || !s->count) goto oom;
+    s->weight = sl__malloc((size_t)n_vocab * sizeof *s->weight);
+    s->chunk = sl__malloc(((size_t)n_vocab + SL_HOST_SAMPLE_CHUNK - 1) / SL_HOST_SAMPLE_CHUNK * sizeof *s->chunk);
+    if (!s->logits || !s->cand || !s->count || !s->weight || !s->chunk) goto oom;
     *out = s;
     return SL_OK;
 oom:
@@ -116,6 +124,8 @@ void sl_sampler_scratch_free(sl_sampler_scratch *s) {
     free(s->logits);
     free(s->cand);
     free(s->count);
+    free(s->weight);
+    free(s->chunk);
     free(s);
 }
 
@@ -351,12 +361,27 @@ static void sl__process(const sl_sample_input *in, sl_sampler_scratch *s) {
     for (size_t i = 0; i < in->n_banned; i++) w[in->banned[i]] = -INFINITY;
 }
 
-static int32_t sl__argmax(const float *w, int n) {
-    int32_t best = -1;
-    float bv = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (w[i] > bv) bv = w[i], best = i; /* strict: ties keep the lowest id; NaN never compares greater */
-    return best;
+/* The first best token (ties keep the lowest id), -1 when every logit is -inf. */
+static int32_t sl__argmax(const float *w, int n) { return sl_host_argmax(w, n); }
+
+/* The draw of a plain temperature (and min-p) distribution: the weights and their chunk sums from one vector
+ * pass, then u * z located chunk by chunk and, inside its chunk, token by token; no candidate array. */
+static int32_t sl__draw_all(const sl_sample_input *in, sl_rng *rng, sl_sampler_scratch *s, float m, float inv_t) {
+    const int n = in->n_vocab, n_chunks = (n + SL_HOST_SAMPLE_CHUNK - 1) / SL_HOST_SAMPLE_CHUNK;
+    const float *e = s->weight;
+    const double z = sl_host_sample_weights(s->logits, n, m, inv_t, in->params->min_p, s->weight, s->chunk);
+    const double u = sl_rng_uniform(rng) * z;
+    double acc = 0.0;
+    int k = 0;
+    while (k < n_chunks - 1 && acc + (double)s->chunk[k] <= u) acc += (double)s->chunk[k++];
+    const int j0 = k * SL_HOST_SAMPLE_CHUNK, j1 = j0 + SL_HOST_SAMPLE_CHUNK < n ? j0 + SL_HOST_SAMPLE_CHUNK : n;
+    for (int j = j0; j < j1; j++) {
+        acc += (double)e[j];
+        if (u < acc) return j;
+    }
+    for (int j = j1; j-- > 0;) /* rounding left u at the very top of the chunk: the last token with any mass */
+        if (e[j] > 0.0f) return j;
+    return -1; /* unreachable: the best token's weight is exp(0) = 1 */
 }
 
 /* Rearranges c[0, n) so that c[0, keep) is the nucleus: the smallest best-first prefix whose mass reaches
@@ -403,22 +428,22 @@ static int32_t sl__draw(const sl_sample_input *in, sl_rng *rng, sl_sampler_scrat
     if (top < 0) return -1;
     const float m = w[top] > FLT_MAX ? FLT_MAX : w[top], inv_t = 1.0f / p->temperature;
     const int select_k = p->top_k > 0 && p->top_k < in->n_vocab;
+    if (!select_k && p->top_p >= 1.0f) return sl__draw_all(in, rng, s, m, inv_t);
     const int prefilter = !select_k && p->top_p < 1.0f;
     const float bucket_scale = SL_SAMPLE_BUCKETS / SL_SAMPLE_BUCKET_RANGE;
     double *mass = s->bucket_mass;
     if (prefilter) memset(mass, 0, sizeof s->bucket_mass);
     size_t n = 0;
-    double z = 0.0;
+    /* Without top-k every weight is needed: one vector pass (probabilities relative to the best token, whose
+     * exp(0) is 1) gives them and their total z. */
+    double z = select_k ? 0.0 : sl_host_sample_weights(w, in->n_vocab, m, inv_t, 0.0f, s->weight, s->chunk);
     for (int i = 0; i < in->n_vocab; i++) {
         if (!(w[i] > -INFINITY)) continue;
         float v = ((w[i] > FLT_MAX ? FLT_MAX : w[i]) - m) * inv_t; /* <= 0; the best is exactly 0 */
         if (!select_k) {
-            float e = expf(v); /* probability relative to the best token, whose exp(0) is 1 */
-            z += e;
-            if (prefilter) {
-                float b = -v * bucket_scale;
-                mass[b < (float)(SL_SAMPLE_BUCKETS - 1) ? (int)b : SL_SAMPLE_BUCKETS - 1] += e;
-            }
+            const float e = s->weight[i];
+            float b = -v * bucket_scale;
+            mass[b < (float)(SL_SAMPLE_BUCKETS - 1) ? (int)b : SL_SAMPLE_BUCKETS - 1] += e;
             v = e;
         }
         c[n].v = v;

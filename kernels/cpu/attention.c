@@ -15,11 +15,29 @@
  */
 #include "kcpu_impl.h"
 
-/* Element offset of (token t, kv head) in a pool. */
-static inline size_t sl_att_row(const int32_t *block_table, int block_size, int t, int n_head_kv, int kvh,
-                                int head_dim) {
-    const int64_t slot = (int64_t)block_table[t / block_size] * block_size + t % block_size;
-    return ((size_t)slot * (size_t)n_head_kv + (size_t)kvh) * (size_t)head_dim;
+/* Element offsets of a sequence's tokens 0, 1, 2, ... for one KV head, in order: the slot of token t is
+ * block_table[t / block_size] * block_size + t % block_size, walked with a counter instead of a division per
+ * key (a division costs more than the 64-dimension dot it would address). */
+typedef struct sl_att_it {
+    const int32_t *bt;
+    int bs, blk, in; /* block size; the next token's block index and position within it */
+    size_t mul, add; /* offset = slot * mul + add: mul = n_head_kv * head_dim, add = kvh * head_dim */
+} sl_att_it;
+
+static inline sl_att_it sl_att_begin(const int32_t *block_table, int block_size, int n_head_kv, int kvh,
+                                     int head_dim) {
+    sl_att_it it = {block_table, block_size, 0, 0, (size_t)n_head_kv * (size_t)head_dim,
+                    (size_t)kvh * (size_t)head_dim};
+    return it;
+}
+
+static inline size_t sl_att_next(sl_att_it *it) {
+    const size_t at = ((size_t)it->bt[it->blk] * (size_t)it->bs + (size_t)it->in) * it->mul + it->add;
+    if (++it->in == it->bs) {
+        it->in = 0;
+        it->blk++;
+    }
+    return at;
 }
 
 static inline float sl_kv_get(const void *pool, int kv_type, size_t i) {
@@ -51,8 +69,9 @@ SL_TARGET_AVX2 static void sl_att_scores_avx2(const float *q, const void *k_pool
                                               const int32_t *block_table, int block_size, int n_ctx, int n_head_kv,
                                               int kvh, int head_dim, float scale, float *scores) {
     const int n16 = head_dim & ~15;
+    sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
     for (int t = 0; t < n_ctx; t++) {
-        const size_t at = sl_att_row(block_table, block_size, t, n_head_kv, kvh, head_dim);
+        const size_t at = sl_att_next(&it);
         __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
         for (int d = 0; d < n16; d += 16) {
             lo = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), sl_kv_load8_avx2(k_pool, kv_type, at + d), lo);
@@ -75,8 +94,9 @@ SL_TARGET_AVX2 static int sl_att_values_avx2(const float *p, const void *v_pool,
         const int nv = (n8 - d0 < 64 ? n8 - d0 : 64) / 8;
         __m256 acc[8];
         for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+        sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
         for (int t = 0; t < n_ctx; t++) {
-            const size_t at = sl_att_row(block_table, block_size, t, n_head_kv, kvh, head_dim) + (size_t)d0;
+            const size_t at = sl_att_next(&it) + (size_t)d0;
             const __m256 pt = _mm256_set1_ps(p[t]);
             for (int j = 0; j < nv; j++) acc[j] = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 8 * j), acc[j]);
         }
@@ -117,12 +137,13 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
                   l4b = SL_IDX16(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     __m512 qv[SL_K_ROPE_MAX_ROT / 16]; /* head_dim <= 1024: the query's 16-lane chunks */
     for (int i = 0; i < nq; i++) qv[i] = _mm512_loadu_ps(q + 16 * i);
+    sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
     int t = 0;
     for (; t + 16 <= n_ctx && nq > 0; t += 16) {
         __m512 a[16];
         size_t at[16];
         for (int j = 0; j < 16; j++) {
-            at[j] = sl_att_row(block_table, block_size, t + j, n_head_kv, kvh, head_dim);
+            at[j] = sl_att_next(&it);
             a[j] = _mm512_fmadd_ps(qv[0], sl_kv_load16_avx512(k_pool, kv_type, at[j]), _mm512_setzero_ps());
             for (int i = 1; i < nq; i++) a[j] = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at[j] + 16 * i), a[j]);
         }
@@ -146,7 +167,7 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
         }
     }
     for (; t < n_ctx; t++) { /* the rest (at most 15 keys): one key at a time, the fold within the register */
-        const size_t at = sl_att_row(block_table, block_size, t, n_head_kv, kvh, head_dim);
+        const size_t at = sl_att_next(&it);
         __m512 a = _mm512_setzero_ps();
         for (int i = 0; i < nq; i++) a = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at + 16 * i), a);
         float x = sl__fold16_avx2(_mm512_castps512_ps256(a),
@@ -167,8 +188,9 @@ SL_TARGET_AVX512 static int sl_att_values_avx512(const float *p, const void *v_p
         const int nv = (n16 - d0 < 64 ? n16 - d0 : 64) / 16;
         __m512 acc[4];
         for (int j = 0; j < 4; j++) acc[j] = _mm512_setzero_ps();
+        sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
         for (int t = 0; t < n_ctx; t++) {
-            const size_t at = sl_att_row(block_table, block_size, t, n_head_kv, kvh, head_dim) + (size_t)d0;
+            const size_t at = sl_att_next(&it) + (size_t)d0;
             const __m512 pt = _mm512_set1_ps(p[t]);
             for (int j = 0; j < nv; j++) acc[j] = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 16 * j), acc[j]);
         }
@@ -209,10 +231,8 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
         } else
 #endif
         {
-            for (int t = 0; t < n_ctx; t++)
-                scratch[t] = sl_att_dot_scalar(qh, k_pool, kv_type,
-                                               sl_att_row(block_table, block_size, t, n_head_kv, kvh, head_dim),
-                                               head_dim) * scale;
+            sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
+            for (int t = 0; t < n_ctx; t++) scratch[t] = sl_att_dot_scalar(qh, k_pool, kv_type, sl_att_next(&it), head_dim) * scale;
         }
         float max = scratch[0];
         for (int t = 1; t < n_ctx; t++) max = scratch[t] > max ? scratch[t] : max;
@@ -227,10 +247,8 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
 #endif
         for (; d < head_dim; d++) {
             float acc = 0.0f;
-            for (int t = 0; t < n_ctx; t++)
-                acc = fmaf(scratch[t],
-                           sl_kv_get(v_pool, kv_type, sl_att_row(block_table, block_size, t, n_head_kv, kvh, head_dim) + d),
-                           acc);
+            sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
+            for (int t = 0; t < n_ctx; t++) acc = fmaf(scratch[t], sl_kv_get(v_pool, kv_type, sl_att_next(&it) + d), acc);
             oh[d] = acc;
         }
         for (d = 0; d < head_dim; d++) oh[d] *= inv;

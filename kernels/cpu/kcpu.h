@@ -102,6 +102,16 @@ void sl_k_swiglu(const float *gate, const float *up, float *out, int64_t n);
 void sl_k_add(float *y, const float *x, int64_t n);
 /* In-place softmax over n values; returns nothing, max-subtracted for stability. */
 void sl_k_softmax(float *x, int n);
+/* Sampling weights of a temperature draw (batching/sampler.c): e[i] = exp((x[i] - m) * inv_t) with the
+ * canonical exp (x[i] = -inf gives 0), set to 0 where it falls below floor_e (min-p; 0 keeps all). chunk[k] =
+ * the sum of e over elements [k * SL_K_SAMPLE_CHUNK, (k + 1) * SL_K_SAMPLE_CHUNK) in float, as 16 lane sums
+ * (lane l takes the elements i = l mod 16 in order) folded canonically, then the tail one by one; returns the
+ * total, the chunks added in order in double. Every SIMD level gives the same bits. chunk holds
+ * ceil(n / SL_K_SAMPLE_CHUNK) entries; m must be >= every x[i] (the values are <= 0 before exp). */
+#define SL_K_SAMPLE_CHUNK 256
+double sl_k_sample_weights(const float *x, int n, float m, float inv_t, float floor_e, float *e, float *chunk);
+/* Index of the largest of x[0, n) (the first on ties; NaN never wins), -1 when none exceeds -inf. */
+int32_t sl_k_argmax(const float *x, int n);
 /* Dot product of two f32 vectors (fixed reduction order). */
 float sl_k_dot_f32(const float *a, const float *b, int n);
 

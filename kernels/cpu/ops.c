@@ -176,6 +176,107 @@ float sl__exp_sum(float *x, int n, float max) {
     return sum;
 }
 
+/* ---- sampling weights and argmax (the sampler's passes over the vocabulary) ------------------------------------ */
+
+static inline float sl_sample_w(float x, float m, float inv_t, float floor_e) {
+    const float e = sl__exp_canon((x - m) * inv_t);
+    return e >= floor_e ? e : 0.0f;
+}
+
+#if SL_KCPU_X86
+/* One whole chunk on 16 lanes (two ymm): the scalar lanes' order exactly. */
+SL_TARGET_AVX2 static float sl_sample_chunk_avx2(const float *x, float m, float inv_t, float floor_e, float *e) {
+    const __m256 vm = _mm256_set1_ps(m), vt = _mm256_set1_ps(inv_t), vf = _mm256_set1_ps(floor_e);
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int i = 0; i < SL_K_SAMPLE_CHUNK; i += 16) {
+        __m256 a = sl__exp8_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vt));
+        __m256 b = sl__exp8_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm), vt));
+        a = _mm256_and_ps(a, _mm256_cmp_ps(a, vf, _CMP_GE_OQ));
+        b = _mm256_and_ps(b, _mm256_cmp_ps(b, vf, _CMP_GE_OQ));
+        _mm256_storeu_ps(e + i, a);
+        _mm256_storeu_ps(e + i + 8, b);
+        lo = _mm256_add_ps(lo, a);
+        hi = _mm256_add_ps(hi, b);
+    }
+    const float s = sl__fold16_avx2(lo, hi);
+    SL_AVX2_LEAVE();
+    return s;
+}
+
+/* First index of the maximum over whole 8-lane vectors [0, n8); *best gets its value. */
+SL_TARGET_AVX2 static int32_t sl_argmax_avx2(const float *x, int n8, float *best) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    __m256i vidx = _mm256_set1_epi32(-1), cur = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i step = _mm256_set1_epi32(8);
+    for (int i = 0; i < n8; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 gt = _mm256_cmp_ps(v, vmax, _CMP_GT_OQ); /* strict: a lane keeps its first maximum */
+        vmax = _mm256_blendv_ps(vmax, v, gt);
+        vidx = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(vidx), _mm256_castsi256_ps(cur), gt));
+        cur = _mm256_add_epi32(cur, step);
+    }
+    float mv[8];
+    int32_t iv[8];
+    _mm256_storeu_ps(mv, vmax);
+    _mm256_storeu_si256((__m256i *)iv, vidx);
+    SL_AVX2_LEAVE();
+    float bv = -INFINITY;
+    int32_t bi = -1;
+    for (int l = 0; l < 8; l++) /* the lanes' maxima: the largest, the lowest index among equals */
+        if (iv[l] >= 0 && (mv[l] > bv || (mv[l] == bv && iv[l] < bi))) bv = mv[l], bi = iv[l];
+    *best = bv;
+    return bi;
+}
+#endif
+
+double sl_k_sample_weights(const float *x, int n, float m, float inv_t, float floor_e, float *e, float *chunk) {
+    double z = 0.0;
+    int i = 0, k = 0;
+    for (; i + SL_K_SAMPLE_CHUNK <= n; i += SL_K_SAMPLE_CHUNK, k++) {
+        float s;
+#if SL_KCPU_X86
+        if (sl_ops_avx2()) {
+            s = sl_sample_chunk_avx2(x + i, m, inv_t, floor_e, e + i);
+        } else
+#endif
+        {
+            float acc[16] = {0};
+            for (int j = 0; j < SL_K_SAMPLE_CHUNK; j++) {
+                e[i + j] = sl_sample_w(x[i + j], m, inv_t, floor_e);
+                acc[j % 16] += e[i + j];
+            }
+            s = sl__fold16(acc);
+        }
+        chunk[k] = s;
+        z += (double)s;
+    }
+    if (i < n) {
+        float s = 0.0f;
+        for (; i < n; i++) {
+            e[i] = sl_sample_w(x[i], m, inv_t, floor_e);
+            s += e[i];
+        }
+        chunk[k] = s;
+        z += (double)s;
+    }
+    return z;
+}
+
+int32_t sl_k_argmax(const float *x, int n) {
+    int32_t best = -1;
+    float bv = -INFINITY;
+    int i = 0;
+#if SL_KCPU_X86
+    if (sl_ops_avx2() && n >= 8) {
+        i = n & ~7;
+        best = sl_argmax_avx2(x, i, &bv);
+    }
+#endif
+    for (; i < n; i++)
+        if (x[i] > bv) bv = x[i], best = i; /* strict: ties keep the lowest id; NaN never compares greater */
+    return best;
+}
+
 void sl_k_softmax(float *x, int n) {
     if (n <= 0) return;
     float max = x[0];

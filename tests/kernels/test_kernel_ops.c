@@ -241,3 +241,94 @@ Test(kernel_ops, softmax) {
             free(x), free(y);
         }
 }
+
+/* ---- the sampler's passes: weights with chunk sums, argmax ----------------------------------------------- */
+
+typedef struct { float m, inv_t, floor_e; } sw_ctx;
+
+Test(kernel_ops, sample_weights) {
+    const int sizes[] = {1, 15, 255, 256, 257, 1000, 4128, 12345};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        const int nw = sizes[s];
+        float *x = calloc((size_t)nw, sizeof(float)), *y = calloc((size_t)nw, sizeof(float));
+        uint64_t rng = 900 + (uint64_t)nw;
+        kt_fill(x, (size_t)nw, &rng, -12.0f, 3.0f);
+        if (nw > 1) x[nw / 2] = -INFINITY; /* a banned token weighs nothing */
+        if (nw > 3) x[nw / 3] = 0.0f;
+        float m = -INFINITY;
+        for (int i = 0; i < nw; i++) m = x[i] > m ? x[i] : m;
+        for (int f = 0; f < 2; f++) {
+            sw_ctx c = {m, 1.0f / 0.7f, f ? 0.05f : 0.0f};
+            sl_kcpu_set_simd(SL_SIMD_SCALAR);
+            float chunk[64];
+            double z = sl_k_sample_weights(x, nw, c.m, c.inv_t, c.floor_e, y, chunk);
+            kt_restore();
+            /* each weight within a few ulps of exp in float64, floored, and the banned one 0 */
+            double want_z = 0;
+            for (int i = 0; i < nw; i++) {
+                const double ref = exp(((double)x[i] - m) * (double)c.inv_t);
+                if (ref < c.floor_e * (1 - 1e-5)) {
+                    cr_assert_eq(y[i], 0.0f, "n=%d i=%d: %g under the floor %g kept", nw, i, y[i], c.floor_e);
+                    continue;
+                }
+                if (ref < c.floor_e * (1 + 1e-5)) continue; /* at the floor, rounding decides */
+                cr_assert(fabs(y[i] - ref) <= 1e-5 * ref + 1e-38, "n=%d i=%d: %g vs %g", nw, i, y[i], ref);
+                want_z += y[i];
+            }
+            if (nw > 1) cr_assert_eq(y[nw / 2], 0.0f);
+            cr_assert(fabs(z - want_z) <= 1e-5 * want_z + 1e-3, "n=%d: total %g vs %g", nw, z, want_z);
+            double zc = 0;
+            for (int k = 0; k < (nw + SL_K_SAMPLE_CHUNK - 1) / SL_K_SAMPLE_CHUNK; k++) {
+                double want = 0;
+                for (int i = k * SL_K_SAMPLE_CHUNK; i < nw && i < (k + 1) * SL_K_SAMPLE_CHUNK; i++) want += y[i];
+                cr_assert(fabs(chunk[k] - want) <= 1e-5 * want + 1e-30, "n=%d chunk %d: %g vs %g", nw, k, chunk[k], want);
+                zc += chunk[k];
+            }
+            cr_assert_eq(z, zc, "the total is the chunks added in order");
+            /* and the same bits on every SIMD variant */
+            kt_variant vs[8];
+            const int nv = kt_variants(vs);
+            float *got = malloc(sizeof(float) * (size_t)nw), gchunk[64];
+            for (int k = 0; k < nv; k++) {
+                kt_use(&vs[k]);
+                double gz = sl_k_sample_weights(x, nw, c.m, c.inv_t, c.floor_e, got, gchunk);
+                cr_assert(!memcmp(got, y, sizeof(float) * (size_t)nw), "n=%d: weights differ on %s", nw, vs[k].name);
+                cr_assert(!memcmp(gchunk, chunk, sizeof(float) * (size_t)((nw + 255) / 256)), "n=%d: chunk sums differ on %s",
+                          nw, vs[k].name);
+                cr_assert_eq(gz, z, "n=%d: total differs on %s", nw, vs[k].name);
+            }
+            kt_restore();
+            free(got);
+        }
+        free(x), free(y);
+    }
+}
+
+Test(kernel_ops, argmax) {
+    const int sizes[] = {1, 7, 8, 9, 31, 576, 49152};
+    kt_variant vs[8];
+    const int nv = kt_variants(vs);
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        const int n = sizes[s];
+        float *x = malloc(sizeof(float) * (size_t)n);
+        uint64_t rng = 77 + (uint64_t)n;
+        for (int trial = 0; trial < 6; trial++) {
+            kt_fill(x, (size_t)n, &rng, -5.0f, 5.0f);
+            int want = -1;
+            if (trial == 1) x[n - 1] = 100.0f; /* the last one, in the scalar tail */
+            if (trial == 2 && n > 3) x[1] = x[n - 2] = 100.0f; /* a tie: the first wins */
+            if (trial == 3) for (int i = 0; i < n; i++) x[i] = -INFINITY; /* none */
+            if (trial == 4) for (int i = 0; i < n; i++) x[i] = (i % 5) == 3 ? NAN : -INFINITY; /* NaN never wins */
+            if (trial == 5) for (int i = 0; i < n; i++) x[i] = 1.0f; /* all equal: 0 */
+            float bv = -INFINITY;
+            for (int i = 0; i < n; i++)
+                if (x[i] > bv) bv = x[i], want = i;
+            for (int k = 0; k < nv; k++) {
+                kt_use(&vs[k]);
+                cr_assert_eq(sl_k_argmax(x, n), want, "n=%d trial %d on %s", n, trial, vs[k].name);
+            }
+            kt_restore();
+        }
+        free(x);
+    }
+}
