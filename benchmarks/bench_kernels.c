@@ -224,9 +224,9 @@ static void bench_table(uint8_t *pool, const int *types, size_t n_types, const i
             const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
             for (size_t i = 0; i < (size_t)n_out * n_in; i++) src[i] = rand_f32();
             const int at = sl_k_act_type(wtype);
-            const size_t xq_row_bytes = at >= 0 ? sl_dtype_row_bytes(at, n_in) : 0;
+            const size_t xq_row_bytes = at >= 0 ? sl_k_act_row_bytes(wtype, n_in) : 0;
             if (at >= 0)
-                for (int r = 0; r < max_rows; r++) sl_k_quantize_row(at, x + r * n_in, xq + r * xq_row_bytes, n_in);
+                for (int r = 0; r < max_rows; r++) sl_k_quantize_act_row(wtype, x + r * n_in, xq + r * xq_row_bytes, n_in);
             for (size_t r = 0; r < 2; r++)
                 for (int fast = at >= 0; fast >= (at < 0 || want_exact(wtype, s) ? 0 : 1); fast--) {
                     const int n_copies = fill_pool(pool, src, wtype, n_out, n_in, fast && sl_k_pack_supported(wtype));
@@ -261,7 +261,7 @@ static void bench_kquants(uint8_t *pool, double min_s, int batches) {
     const int max_rows = 16, max_in = 5632, max_out = 5632;
     float *x = malloc(sizeof(float) * max_rows * max_in);
     for (int i = 0; i < max_rows * max_in; i++) x[i] = rand_f32();
-    uint8_t *xq = malloc(sizeof(sl_block_q8_K) * (max_in / 256) * max_rows); /* the largest bytes per element */
+    uint8_t *xq = malloc((size_t)2 * max_in * max_rows); /* over the largest activation row: 44 bytes per 32 (Q8 + f32 scales) */
     float *y = malloc(sizeof(float) * (size_t)max_rows * max_out);
     float *src = malloc(sizeof(float) * (size_t)max_out * max_in);
     if (!x || !xq || !y || !src) {

@@ -47,12 +47,29 @@ typedef struct sl_cpu_ctx {
 } sl_cpu_ctx;
 
 /* ---- memory ------------------------------------------------------------------------------------------------ */
+/* Large buffers (packed weights, the KV pools, big activations) are anonymous mappings aligned to 2 MiB and
+ * marked for transparent huge pages: a decode step streams ~100 MB of weights and reads the KV rows of every
+ * sequence, and with 4 KiB pages each of those pages costs a TLB miss and a page walk per step (measured: the
+ * attention's loads and the weights' prefetches stalled on them). Pages are still faulted in lazily, 2 MiB at
+ * a time where the kernel grants huge pages (THP "madvise" or "always"), 4 KiB otherwise. */
+#define SL_CPU_HUGE (2u << 20)
+static void *sl_cpu_map(size_t bytes) {
+    const size_t span = bytes + SL_CPU_HUGE;
+    uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *p = (uint8_t *)(((uintptr_t)raw + SL_CPU_HUGE - 1) & ~(uintptr_t)(SL_CPU_HUGE - 1));
+    if (p > raw) munmap(raw, (size_t)(p - raw));                  /* the slack before the aligned start */
+    if (raw + span > p + bytes) munmap(p + bytes, (size_t)(raw + span - (p + bytes))); /* and after the end */
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: refused (THP off) it changes nothing */
+#endif
+    return p;
+}
 static sl_status cpu_alloc(void *ctx, size_t bytes, void **out) {
     (void)ctx;
     void *p;
     if (bytes >= SL_CPU_MMAP_THRESHOLD) {
-        p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (p == MAP_FAILED) p = NULL;
+        p = sl_cpu_map(bytes);
     } else {
         p = sl__malloc(bytes);
     }
@@ -86,7 +103,7 @@ typedef struct sl_mm_task {
     const float *x;                       /* [n_rows][n_in] f32 input */
     const uint8_t *xq;                    /* [n_rows][xq_row_bytes] the input quantized, or NULL (exact mode) */
     size_t xq_row_bytes;
-    int act_type;
+    int qtype;                            /* the weight type whose activation rows xq holds (sl_k_quantize_act_row) */
     int n_rows;
 } sl_mm_task;
 
@@ -95,7 +112,7 @@ static void mm_quantize_task(void *arg, int ith, int nth) {
     int n_in = t->ws[0]->n_in, r0, r1;
     sl_split_range(t->n_rows, 1, ith, nth, &r0, &r1);
     for (int r = r0; r < r1; r++)
-        sl_k_quantize_row(t->act_type, t->x + (size_t)r * n_in, (uint8_t *)t->xq + (size_t)r * t->xq_row_bytes, n_in);
+        sl_k_quantize_act_row(t->qtype, t->x + (size_t)r * n_in, (uint8_t *)t->xq + (size_t)r * t->xq_row_bytes, n_in);
 }
 
 static void mm_task(void *arg, int ith, int nth) {
@@ -131,9 +148,12 @@ static sl_status cpu_matmul_multi(void *ctx, int n, const sl_weight *const *ws, 
         }
         return SL_OK;
     }
-    sl_mm_task t = {.n = n, .ws = ws, .ys = ys, .x = x, .n_rows = n_rows, .act_type = act};
+    sl_mm_task t = {.n = n, .ws = ws, .ys = ys, .x = x, .n_rows = n_rows, .qtype = ws[0]->type};
     if (act >= 0) {
-        t.xq_row_bytes = sl_dtype_row_bytes(act, ws[0]->n_in);
+        /* A packed weight's product needs the f32 scales after the blocks; the others read the blocks alone. */
+        for (int i = 0; i < n; i++)
+            if (ws[i]->packed) t.qtype = ws[i]->type;
+        t.xq_row_bytes = sl_k_act_row_bytes(t.qtype, ws[0]->n_in);
         size_t need = t.xq_row_bytes * (size_t)n_rows;
         if (need > c->xq_cap) {
             /* Grows to the largest step seen (bounded by max_num_batched_tokens), then never again. */

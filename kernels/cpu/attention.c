@@ -123,8 +123,8 @@ SL_TARGET_AVX512 SL_INLINE __m512 sl_kv_load16_avx512(const void *pool, int kv_t
  * keys at once: each level pairs two registers with two permutes and adds them, so the same two numbers are
  * added as in the per-key fold (a + b == b + a exactly), with lanes now holding different keys. Keys left over
  * (fewer than 16) fold one by one. */
-SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_pool, int kv_type,
-                                                  const int32_t *block_table, int block_size, int n_ctx,
+SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_pool, const void *v_pool,
+                                                  int kv_type, const int32_t *block_table, int block_size, int n_ctx,
                                                   int n_head_kv, int kvh, int head_dim, float scale, float *scores) {
     const int n16 = head_dim & ~15, nq = n16 / 16;
     const __m512i l1a = SL_IDX16(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
@@ -137,13 +137,32 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
                   l4b = SL_IDX16(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     __m512 qv[SL_K_ROPE_MAX_ROT / 16]; /* head_dim <= 1024: the query's 16-lane chunks */
     for (int i = 0; i < nq; i++) qv[i] = _mm512_loadu_ps(q + 16 * i);
-    sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
+    /* The cache rows of a step's sequences come from L3 or memory (the whole cache outgrows L2): while one batch
+     * of 16 keys is folded, the next batch's K rows and this batch's V rows (for the values pass) are
+     * prefetched, so the misses overlap the arithmetic instead of following one another. */
+    const size_t el = kv_type == SL_DTYPE_F16 ? 2 : 4, row_bytes = (size_t)head_dim * el;
+    sl_att_it ahead = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
+    size_t nat[16];
+    int n_nat = 0; /* keys [t, t + n_nat) have their offsets in nat */
     int t = 0;
+    if (nq > 0) {
+        n_nat = n_ctx < 16 ? n_ctx : 16;
+        for (int j = 0; j < n_nat; j++) nat[j] = sl_att_next(&ahead);
+    }
     for (; t + 16 <= n_ctx && nq > 0; t += 16) {
         __m512 a[16];
         size_t at[16];
+        memcpy(at, nat, sizeof at);
+        n_nat = n_ctx - (t + 16) < 16 ? n_ctx - (t + 16) : 16;
+        for (int j = 0; j < n_nat; j++) {
+            nat[j] = sl_att_next(&ahead);
+            for (size_t off = 0; off < row_bytes; off += 64)
+                _mm_prefetch((const char *)k_pool + nat[j] * el + off, _MM_HINT_T0);
+        }
+        for (int j = 0; j < 16; j++)
+            for (size_t off = 0; off < row_bytes; off += 64)
+                _mm_prefetch((const char *)v_pool + at[j] * el + off, _MM_HINT_T0);
         for (int j = 0; j < 16; j++) {
-            at[j] = sl_att_next(&it);
             a[j] = _mm512_fmadd_ps(qv[0], sl_kv_load16_avx512(k_pool, kv_type, at[j]), _mm512_setzero_ps());
             for (int i = 1; i < nq; i++) a[j] = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at[j] + 16 * i), a[j]);
         }
@@ -166,8 +185,8 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
             scores[t + j] = x * scale;
         }
     }
-    for (; t < n_ctx; t++) { /* the rest (at most 15 keys): one key at a time, the fold within the register */
-        const size_t at = sl_att_next(&it);
+    for (int j = 0; t < n_ctx; t++, j++) { /* the rest: one key at a time, the fold within the register */
+        const size_t at = j < n_nat ? nat[j] : sl_att_next(&ahead);
         __m512 a = _mm512_setzero_ps();
         for (int i = 0; i < nq; i++) a = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at + 16 * i), a);
         float x = sl__fold16_avx2(_mm512_castps512_ps256(a),
@@ -223,8 +242,8 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
         int d = 0;
 #if SL_KCPU_X86
         if (use_avx512) {
-            sl_att_scores_avx512(qh, k_pool, kv_type, block_table, block_size, n_ctx, n_head_kv, kvh, head_dim, scale,
-                                 scratch);
+            sl_att_scores_avx512(qh, k_pool, v_pool, kv_type, block_table, block_size, n_ctx, n_head_kv, kvh, head_dim,
+                                 scale, scratch);
         } else if (use_avx2) {
             sl_att_scores_avx2(qh, k_pool, kv_type, block_table, block_size, n_ctx, n_head_kv, kvh, head_dim, scale,
                                scratch);

@@ -81,7 +81,14 @@ size_t sl_k_packed_bytes(int wtype, int n_out, int n_in);
 void sl_k_pack_q(int wtype, const void *w, size_t w_row_bytes, int n_out, int n_in, void *packed);
 /* GGUF row `row` of a packed weight back into out (sl_dtype_row_bytes(wtype, n_in) bytes). */
 void sl_k_unpack_q_row(int wtype, const void *packed, int n_in, int row, void *out);
-/* sl_k_matmul_q on packed weights: o0 a multiple of SL_QP_GROUP (any o1 <= n_out). */
+/* Activation rows for the fast products of wtype: the sl_k_act_type(wtype) blocks of the row, and for a type
+ * with packed products (sl_k_pack_supported) then one f32 pair per block: the block's d and (Q8_1) s, the f16
+ * fields converted (exactly), so a register tile broadcasts them straight from memory instead of converting
+ * them per block and row. sl_k_matmul_q reads the blocks alone, so one such row serves both. */
+size_t sl_k_act_row_bytes(int wtype, int n_in);
+void sl_k_quantize_act_row(int wtype, const float *x, void *dst, int n_in);
+/* sl_k_matmul_q on packed weights, xq rows made by sl_k_quantize_act_row: o0 a multiple of SL_QP_GROUP (any
+ * o1 <= n_out). */
 void sl_k_matmul_qp(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq, size_t xq_row_bytes,
                     int n_rows, float *y, int ldy);
 

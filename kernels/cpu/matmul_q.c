@@ -39,6 +39,29 @@ int sl_k_act_type(int wtype) {
     }
 }
 
+size_t sl_k_act_row_bytes(int wtype, int n_in) {
+    const int at = sl_k_act_type(wtype);
+    if (at < 0) return 0;
+    const size_t blocks = sl_dtype_row_bytes(at, n_in);
+    return sl_k_pack_supported(wtype) ? blocks + (size_t)(n_in / 32) * 2 * sizeof(float) : blocks;
+}
+
+void sl_k_quantize_act_row(int wtype, const float *x, void *dst, int n_in) {
+    const int at = sl_k_act_type(wtype);
+    if (at < 0) return;
+    sl_k_quantize_row(at, x, dst, n_in);
+    if (!sl_k_pack_supported(wtype)) return;
+    /* the f32 pairs after the blocks (Q8_1 and Q8_0S blocks: d, then s or the levels' sum, then 32 levels) */
+    const int nb = n_in / 32;
+    const uint8_t *blk = dst;
+    float *f = (float *)(void *)((uint8_t *)dst + sl_dtype_row_bytes(at, n_in));
+    for (int b = 0; b < nb; b++) {
+        const sl_block_q8_1 *xb = (const sl_block_q8_1 *)(const void *)blk + b;
+        f[2 * b] = sl_fp16_to_f32(xb->d);
+        f[2 * b + 1] = at == SL_DTYPE_Q8_1 ? sl_fp16_to_f32(xb->s) : 0.0f;
+    }
+}
+
 /* The signed levels of block b of a GGUF weight row, element order; returns d_w (and *m_w for Q4_1). */
 static float sl_q_levels(int wtype, const uint8_t *w, int b, int8_t wq[32], float *m_w) {
     if (wtype == SL_DTYPE_Q8_0) {

@@ -55,9 +55,9 @@ static problem problem_make(int wtype, int n_in, int n_out, int n_rows, uint64_t
     kt_fill(p.x, (size_t)n_rows * n_in, &rng, -1.0f, 1.0f);
     const int at = sl_k_act_type(wtype);
     if (at >= 0) {
-        p.xq_row_bytes = sl_dtype_row_bytes(at, n_in);
+        p.xq_row_bytes = sl_k_act_row_bytes(wtype, n_in);
         p.xq = malloc(p.xq_row_bytes * n_rows);
-        for (int r = 0; r < n_rows; r++) sl_k_quantize_row(at, p.x + (size_t)r * n_in, p.xq + r * p.xq_row_bytes, n_in);
+        for (int r = 0; r < n_rows; r++) sl_k_quantize_act_row(wtype, p.x + (size_t)r * n_in, p.xq + r * p.xq_row_bytes, n_in);
     }
     if (sl_k_pack_supported(wtype)) {
         p.packed = malloc(sl_k_packed_bytes(wtype, n_out, n_in));
