@@ -211,7 +211,7 @@ SL_API void sl_engine_params_init(sl_engine_params *p) {
     p->max_waiting_requests = SL_DEFAULT_MAX_WAITING_REQUESTS;
     p->max_waiting_tokens = SL_DEFAULT_MAX_WAITING_TOKENS;
     p->block_size = SL_DEFAULT_BLOCK_SIZE;
-    p->kv_dtype = SL_KV_F32;
+    p->kv_dtype = SL_KV_AUTO;
     p->precision = SL_PRECISION_FAST;
     p->enable_prefix_caching = 1;
     p->devices = "cpu";
@@ -1310,6 +1310,12 @@ static void engine_destroy(sl_engine_group *g) {
 
 /* Loads replica e's model on its devices (n_threads: its share of the CPU) and sizes all its thread needs. The
  * names and the EOG list are replica 0's, shared by pointer. */
+/* The KV element type the parameters ask for, auto resolved by the precision. */
+sl_kv_dtype sl__engine_kv_dtype(const sl_engine_params *p) {
+    if (p->kv_dtype != SL_KV_AUTO) return p->kv_dtype;
+    return p->precision == SL_PRECISION_EXACT ? SL_KV_F32 : SL_KV_F16;
+}
+
 static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engine_params *p, int n_threads) {
     sl_engine_t *e0 = &g->reps[0];
     e->params = *p;
@@ -1337,7 +1343,8 @@ static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engin
     /* KV pool, per replica: the budget given; else on GPUs what the weights leave of gpu_memory_utilization of
      * each device (measured now, after they loaded), and on the CPU min(2 GiB, what max_num_seqs full-length
      * sequences need). */
-    size_t block_bytes = sl_model_kv_block_bytes(e->model, e->block_size, p->kv_dtype);
+    const sl_kv_dtype kv_dtype = sl__engine_kv_dtype(p);
+    size_t block_bytes = sl_model_kv_block_bytes(e->model, e->block_size, kv_dtype);
     int per_seq = blocks_needed(e, e->max_len);
     uint64_t budget = p->kv_cache_bytes;
     if (budget == 0) {
@@ -1359,7 +1366,7 @@ static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engin
     e->n_blocks_total = (int)n_blocks;
     /* One block more than the block manager hands out: the sink, a write-only slot for recomputed tokens whose
      * K/V the prefix cache already holds (build_batch). */
-    if ((st = sl_model_kv_alloc(e->model, e->n_blocks_total + 1, e->block_size, p->kv_dtype)) != SL_OK) return st;
+    if ((st = sl_model_kv_alloc(e->model, e->n_blocks_total + 1, e->block_size, kv_dtype)) != SL_OK) return st;
     if ((st = sl_kv_blocks_create(e->n_blocks_total, e->block_size, p->enable_prefix_caching, &e->kv)) != SL_OK)
         return st;
     atomic_store(&e->kv_free, e->n_blocks_total);
@@ -1408,7 +1415,7 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
         return sl__errorf(SL_INVALID_ARGUMENT, "gpu_memory_utilization %g is outside (0, 1]", p->gpu_memory_utilization);
     if (p->max_waiting_tokens < 1)
         return sl__errorf(SL_INVALID_ARGUMENT, "max_waiting_tokens %lld < 1", (long long)p->max_waiting_tokens);
-    if (p->kv_dtype != SL_KV_F32 && p->kv_dtype != SL_KV_F16)
+    if (p->kv_dtype != SL_KV_F32 && p->kv_dtype != SL_KV_F16 && p->kv_dtype != SL_KV_AUTO)
         return sl__errorf(SL_INVALID_ARGUMENT, "unknown KV dtype %d", (int)p->kv_dtype);
     if (p->precision != SL_PRECISION_FAST && p->precision != SL_PRECISION_EXACT)
         return sl__errorf(SL_INVALID_ARGUMENT, "unknown precision %d", (int)p->precision);

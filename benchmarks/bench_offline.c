@@ -3,7 +3,7 @@
  * so engine speed and server cost can be told apart (compare with sluice-bench against `sluice serve`).
  *
  *   sluice-bench-offline [-m MODEL] [--prompts 1,8,32] [--prompt-tokens 8] [--gen-tokens 64] [--threads 2]
- *                        [--kv-dtype f32|f16]
+ *                        [--kv-dtype auto|f32|f16]
  *
  * For each batch size N: N distinct prompts of exactly --prompt-tokens tokens (ids from a fixed LCG inside
  * the vocabulary's ordinary range), --gen-tokens each with EOS ignored, temperature 0.7 with per-request
@@ -79,7 +79,8 @@ static int run_batch(sl_engine_t *e, int n, int prompt_tokens, int gen_tokens, b
 
 int main(int argc, char **argv) {
     const char *model = NULL;
-    int sizes[16] = {1, 8, 32}, n_sizes = 3, prompt_tokens = 8, gen_tokens = 64, threads = 2, kv_f16 = 0;
+    int sizes[16] = {1, 8, 32}, n_sizes = 3, prompt_tokens = 8, gen_tokens = 64, threads = 2;
+    const char *kv = "auto";
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) goto usage;
@@ -91,8 +92,8 @@ int main(int argc, char **argv) {
             gen_tokens = atoi(v);
         else if (!strcmp(argv[i], "--threads"))
             threads = atoi(v);
-        else if (!strcmp(argv[i], "--kv-dtype") && (!strcmp(v, "f16") || !strcmp(v, "f32")))
-            kv_f16 = !strcmp(v, "f16");
+        else if (!strcmp(argv[i], "--kv-dtype") && (!strcmp(v, "f16") || !strcmp(v, "f32") || !strcmp(v, "auto")))
+            kv = v;
         else if (!strcmp(argv[i], "--prompts")) {
             n_sizes = 0;
             for (char *s = (char *)v; *s && n_sizes < 16; s++) {
@@ -113,14 +114,14 @@ int main(int argc, char **argv) {
     ep.n_threads = threads;
     ep.max_model_len = prompt_tokens + gen_tokens + 8;
     ep.max_num_seqs = 256;
-    ep.kv_dtype = kv_f16 ? SL_KV_F16 : SL_KV_F32;
+    ep.kv_dtype = !strcmp(kv, "f16") ? SL_KV_F16 : !strcmp(kv, "f32") ? SL_KV_F32 : SL_KV_AUTO;
     sl_engine_t *e;
     if (sl_engine_create(&ep, &e) != SL_OK) {
         fprintf(stderr, "engine: %s\n", sl_last_error());
         return 1;
     }
     printf("model %s, %d threads, KV %s, prompts of %d tokens, %d output tokens each (EOS ignored, temperature 0.7)\n\n",
-           ep.model_path, threads, kv_f16 ? "f16" : "f32", prompt_tokens, gen_tokens);
+           ep.model_path, threads, kv, prompt_tokens, gen_tokens);
     printf("| prompts at once | output tok/s | vs 1 prompt | ms per step | of which forward |\n"
            "|---:|---:|---:|---:|---:|\n");
     double base = 0;
@@ -137,7 +138,7 @@ int main(int argc, char **argv) {
     return 0;
 usage:
     fprintf(stderr, "usage: %s [-m MODEL] [--prompts 1,8,32] [--prompt-tokens N] [--gen-tokens N] [--threads N]\n"
-                    "       [--kv-dtype f32|f16]\n",
+                    "       [--kv-dtype auto|f32|f16]\n",
             argv[0]);
     return 2;
 }

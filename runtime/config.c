@@ -941,7 +941,7 @@ SL_API void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p) 
     p->max_waiting_tokens = c->max_waiting_tokens;
     p->block_size = c->block_size;
     p->kv_cache_bytes = c->kv_cache_size;
-    p->kv_dtype = c->kv_dtype == 1 ? SL_KV_F16 : SL_KV_F32;               /* "f32|f16" */
+    p->kv_dtype = c->kv_dtype == 2 ? SL_KV_AUTO : c->kv_dtype == 1 ? SL_KV_F16 : SL_KV_F32; /* "f32|f16|auto" */
     p->precision = c->precision == 1 ? SL_PRECISION_EXACT : SL_PRECISION_FAST; /* "fast|exact" */
     p->enable_prefix_caching = c->enable_prefix_caching;
     p->devices = sl__cfg_or_null(c->devices); /* NULL: the engine's default, cpu */

@@ -85,6 +85,7 @@ typedef enum sl_precision {
 typedef enum sl_kv_dtype {
     SL_KV_F32 = 0,
     SL_KV_F16 = 1,
+    SL_KV_AUTO = 2, /* the default: f16 in the fast precision, f32 in the exact one */
 } sl_kv_dtype;
 
 typedef struct sl_engine_params {

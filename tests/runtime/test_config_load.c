@@ -466,7 +466,7 @@ Test(config, help_lists_every_setting_within_100_columns) {
     fclose(f);
     static const char *const expected[] = {"-m, --model STRING", "SLUICE_MODEL", "-t, --threads INT",
                                            "--max-num-seqs INT", "[1, 4096]", "default 64", "SLUICE_MAX_NUM_SEQS",
-                                           "--kv-cache-size SIZE", "--kv-dtype {f32|f16}",
+                                           "--kv-cache-size SIZE", "--kv-dtype {f32|f16|auto}",
                                            "--enable-prefix-caching[=BOOL], --no-enable-prefix-caching",
                                            "--log-level {error|warn|info|debug}", "one of 8, 16, 32, 64, 128",
                                            "default \"127.0.0.1\"", "--config FILE", "--print-config", "Server:"};
@@ -511,7 +511,7 @@ Test(config, engine_params_follow_the_config) {
     sl_config_free(&c);
     sl_config_init(&c);
     sl_config_to_engine_params(&c, &p);
-    cr_assert_eq(p.kv_dtype, SL_KV_F32);
+    cr_assert_eq(p.kv_dtype, SL_KV_AUTO);
     cr_assert_eq(p.precision, SL_PRECISION_FAST);
     cr_assert_eq(p.enable_prefix_caching, 1);
     cr_assert_null(p.model_path, "empty model: the caller substitutes the default model's path");

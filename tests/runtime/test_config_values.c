@@ -196,7 +196,7 @@ Test(config_values, enums) {
     char *bad[] = {"--kv-dtype", "f8"};
     sl_config_init(&c);
     cr_assert_eq(sl_config_load(&c, 2, bad, NULL, NULL), SL_INVALID_ARGUMENT);
-    cr_assert_str_eq(sl_last_error(), "--kv-dtype: 'f8' is not one of f32, f16");
+    cr_assert_str_eq(sl_last_error(), "--kv-dtype: 'f8' is not one of f32, f16, auto");
     sl_config_free(&c);
     setenv("SLUICE_LOG_LEVEL", "verbose", 1);
     sl_config_init(&c);

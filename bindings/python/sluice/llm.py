@@ -72,7 +72,7 @@ def _str_setting(name: str, v: Any) -> Optional[bytes]:
     return v.encode()
 
 
-_KV_DTYPES = {"f32": L.SL_KV_F32, "f16": L.SL_KV_F16}
+_KV_DTYPES = {"f32": L.SL_KV_F32, "f16": L.SL_KV_F16, "auto": L.SL_KV_AUTO}
 _PRECISIONS = {"fast": L.SL_PRECISION_FAST, "exact": L.SL_PRECISION_EXACT}
 _INT_SETTINGS = ("n_threads", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "max_waiting_requests",
                  "max_waiting_tokens",
@@ -240,7 +240,8 @@ class LLM:
         model: path of a GGUF file; None = the default model (:func:`default_model_path`).
         **engine_settings: fields of ``sl_engine_params``: n_threads, max_model_len, max_num_seqs,
             max_num_batched_tokens, max_waiting_requests, block_size, kv_cache_bytes (ints; 0 = automatic where
-            the engine allows), kv_dtype ("f32" or "f16"), precision ("fast" or "exact"), chat_template (a
+            the engine allows), kv_dtype ("auto", the default: f16 with
+            precision "fast", f32 with "exact"; or "f32", "f16"), precision ("fast" or "exact"), chat_template (a
             template name such as "chatml"), served_model_name, enable_prefix_caching (bool); placement:
             devices ("cpu", "cpu,cpu", "0,1": one entry per rank), tensor_parallel_size (int, ranks per
             replica), gpu_memory_utilization (float in (0, 1], GPU replicas).
