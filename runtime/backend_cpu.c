@@ -44,16 +44,24 @@ typedef struct sl_cpu_ctx {
     uint8_t *unpack_row;   /* [unpack_cap] a packed weight's row back in the file's layout (get_rows); sized when
                             * a weight is packed (load), so a step's embedding lookup never allocates */
     size_t unpack_cap;
+    /* Packed weights live in arenas: 2 MiB-aligned huge-page mappings of SL_CPU_ARENA bytes (or one weight's
+     * size when larger) that weights are carved from in load order and that are unmapped with the backend. */
+    struct sl_cpu_arena {
+        uint8_t *base;
+        size_t used, cap;
+    } *arenas;
+    int n_arenas;
 } sl_cpu_ctx;
 
 /* ---- memory ------------------------------------------------------------------------------------------------ */
-/* Large buffers (packed weights, the KV pools, big activations) are anonymous mappings aligned to 2 MiB and
- * marked for transparent huge pages: a decode step streams ~100 MB of weights and reads the KV rows of every
- * sequence, and with 4 KiB pages each of those pages costs a TLB miss and a page walk per step (measured: the
- * attention's loads and the weights' prefetches stalled on them). Pages are still faulted in lazily, 2 MiB at
- * a time where the kernel grants huge pages (THP "madvise" or "always"), 4 KiB otherwise. */
+/* Large buffers (the KV pools, big activations, the packed weights' arenas) are anonymous mappings aligned to
+ * 2 MiB, faulted in lazily. The weights' arenas are also marked for transparent huge pages (granted under THP
+ * "madvise" or "always"): a step streams every weight, and with 4 KiB pages each page of them costs a TLB
+ * miss and a page walk per step. The KV pools are not: their pages are first touched during serving, and a
+ * huge-page fault there (zeroing 2 MiB, compaction) stalled a step for milliseconds (measured 2026-11-25:
+ * a 16-stream step's KV stores 10x slower on a fresh pool, attention no faster). */
 #define SL_CPU_HUGE (2u << 20)
-static void *sl_cpu_map(size_t bytes) {
+static void *sl_cpu_map(size_t bytes, int huge) {
     const size_t span = bytes + SL_CPU_HUGE;
     uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED) return NULL;
@@ -61,20 +69,37 @@ static void *sl_cpu_map(size_t bytes) {
     if (p > raw) munmap(raw, (size_t)(p - raw));                  /* the slack before the aligned start */
     if (raw + span > p + bytes) munmap(p + bytes, (size_t)(raw + span - (p + bytes))); /* and after the end */
 #ifdef MADV_HUGEPAGE
-    (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: refused (THP off) it changes nothing */
+    if (huge) (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: refused (THP off) it changes nothing */
 #endif
     return p;
 }
 static sl_status cpu_alloc(void *ctx, size_t bytes, void **out) {
     (void)ctx;
-    void *p;
-    if (bytes >= SL_CPU_MMAP_THRESHOLD) {
-        p = sl_cpu_map(bytes);
-    } else {
-        p = sl__malloc(bytes);
-    }
+    void *p = bytes >= SL_CPU_MMAP_THRESHOLD ? sl_cpu_map(bytes, 0) : sl__malloc(bytes);
     if (!p) return sl__errorf(SL_OUT_OF_MEMORY, "cannot allocate %zu bytes of host memory", bytes);
     *out = p;
+    return SL_OK;
+}
+
+/* Bytes of a packed weight carved from the arenas, and the carving (64-byte aligned). */
+#define SL_CPU_ARENA (32u << 20)
+static sl_status cpu_arena_take(sl_cpu_ctx *c, size_t bytes, void **out) {
+    bytes = (bytes + 63) & ~(size_t)63;
+    struct sl_cpu_arena *a = c->n_arenas ? &c->arenas[c->n_arenas - 1] : NULL;
+    if (!a || a->cap - a->used < bytes) {
+        struct sl_cpu_arena *t = sl__realloc(c->arenas, (size_t)(c->n_arenas + 1) * sizeof *t);
+        if (!t) return sl__errorf(SL_OUT_OF_MEMORY, "weight arena table");
+        c->arenas = t;
+        const size_t cap = bytes > SL_CPU_ARENA ? bytes : SL_CPU_ARENA;
+        void *base = sl_cpu_map(cap, 1);
+        if (!base) return sl__errorf(SL_OUT_OF_MEMORY, "cannot map %zu bytes for weights", cap);
+        a = &c->arenas[c->n_arenas++];
+        a->base = base;
+        a->used = 0;
+        a->cap = cap;
+    }
+    *out = a->base + a->used;
+    a->used += bytes;
     return SL_OK;
 }
 
@@ -208,8 +233,8 @@ static sl_status cpu_upload_weight(void *ctx, const sl_weight *host, sl_weight *
         c->unpack_cap = host->row_bytes;
     }
     size_t bytes = sl_k_packed_bytes(host->type, host->n_out, host->n_in);
-    void *p;
-    sl_status st = cpu_alloc(ctx, bytes, &p);
+    void *p = NULL;
+    sl_status st = cpu_arena_take(c, bytes, &p);
     if (st != SL_OK) return st;
     sl_k_pack_q(host->type, host->data, host->row_bytes, host->n_out, host->n_in, p);
     dev->data = p;
@@ -218,7 +243,8 @@ static sl_status cpu_upload_weight(void *ctx, const sl_weight *host, sl_weight *
 }
 
 static void cpu_weight_free(void *ctx, sl_weight *dev) {
-    if (dev->packed) cpu_buf_free(ctx, (void *)dev->data, sl_k_packed_bytes(dev->type, dev->n_out, dev->n_in));
+    (void)ctx; /* a packed weight's bytes belong to an arena, unmapped with the backend (cpu_free) */
+    dev->data = NULL;
 }
 
 /* ---- row operations ------------------------------------------------------------------------------------------ */
@@ -388,6 +414,8 @@ static void cpu_free(void *ctx) {
     free(c->rope_cs);
     free(c->rope_pos);
     free(c->unpack_row);
+    for (int i = 0; i < c->n_arenas; i++) munmap(c->arenas[i].base, c->arenas[i].cap);
+    free(c->arenas);
     free(c);
 }
 
