@@ -331,7 +331,7 @@ static void sl__process(const sl_sample_input *in, sl_sampler_scratch *s) {
     const sl_sampling_params *p = in->params;
     float *w = s->logits;
     uint32_t *count = s->count;
-    for (int i = 0; i < in->n_vocab; i++) w[i] = sl__clean(in->logits[i]);
+    sl_host_clean_logits(in->logits, w, in->n_vocab); /* sl__clean on every logit, vectorized */
     for (size_t i = 0; i < p->n_logit_bias; i++) w[p->logit_bias[i].token] += p->logit_bias[i].bias;
     if (p->repetition_penalty != 1.0f) {
         /* Once per distinct token of prompt + output: count marks the ones done. */

@@ -9,4 +9,6 @@ double sl_host_sample_weights(const float *x, int n, float m, float inv_t, float
     return sl_k_sample_weights(x, n, m, inv_t, floor_e, e, chunk);
 }
 
+void sl_host_clean_logits(const float *x, float *y, int n) { sl_k_clean_logits(x, y, n); }
+
 int32_t sl_host_argmax(const float *x, int n) { return sl_k_argmax(x, n); }

@@ -13,6 +13,8 @@
 
 /* e[i] = exp((x[i] - m) * inv_t), 0 below floor_e; chunk[k] = float sum of chunk k; returns the total. */
 double sl_host_sample_weights(const float *x, int n, float m, float inv_t, float floor_e, float *e, float *chunk);
+/* y[i] = x[i], NaN made -inf and +inf made FLT_MAX (y may alias x). */
+void sl_host_clean_logits(const float *x, float *y, int n);
 /* Index of the first largest of x[0, n); -1 when none exceeds -inf. */
 int32_t sl_host_argmax(const float *x, int n);
 

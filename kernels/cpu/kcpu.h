@@ -117,6 +117,8 @@ void sl_k_softmax(float *x, int n);
  * ceil(n / SL_K_SAMPLE_CHUNK) entries; m must be >= every x[i] (the values are <= 0 before exp). */
 #define SL_K_SAMPLE_CHUNK 256
 double sl_k_sample_weights(const float *x, int n, float m, float inv_t, float floor_e, float *e, float *chunk);
+/* y[i] = x[i] with NaN made -inf and +inf made FLT_MAX (the sampler's clean logits; y may alias x). */
+void sl_k_clean_logits(const float *x, float *y, int n);
 /* Index of the largest of x[0, n) (the first on ties; NaN never wins), -1 when none exceeds -inf. */
 int32_t sl_k_argmax(const float *x, int n);
 /* Dot product of two f32 vectors (fixed reduction order). */

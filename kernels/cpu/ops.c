@@ -7,6 +7,8 @@
  * canonical one, so the AVX2 loops here give the scalar bits. These loops are memory-light and short (one
  * row of a few thousand values), so AVX-512 adds nothing over AVX2 and the AVX-512 level runs the AVX2 code.
  */
+#include <float.h>
+
 #include "kcpu_impl.h"
 
 #if SL_KCPU_X86
@@ -228,6 +230,31 @@ SL_TARGET_AVX2 static int32_t sl_argmax_avx2(const float *x, int n8, float *best
     return bi;
 }
 #endif
+
+#if SL_KCPU_X86
+SL_TARGET_AVX2 static int sl_clean_logits_avx2(const float *x, float *y, int n) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY), big = _mm256_set1_ps(FLT_MAX);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256 c = _mm256_min_ps(v, big); /* +inf -> FLT_MAX; NaN gives FLT_MAX here, replaced next */
+        _mm256_storeu_ps(y + i, _mm256_blendv_ps(c, ninf, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    }
+    SL_AVX2_LEAVE();
+    return i;
+}
+#endif
+
+void sl_k_clean_logits(const float *x, float *y, int n) {
+    int i = 0;
+#if SL_KCPU_X86
+    if (sl_ops_avx2()) i = sl_clean_logits_avx2(x, y, n);
+#endif
+    for (; i < n; i++) {
+        const float v = x[i] == x[i] ? x[i] : -INFINITY;
+        y[i] = v > FLT_MAX ? FLT_MAX : v;
+    }
+}
 
 double sl_k_sample_weights(const float *x, int n, float m, float inv_t, float floor_e, float *e, float *chunk) {
     double z = 0.0;

@@ -17,6 +17,8 @@
  */
 #include <criterion/criterion.h>
 
+#include <float.h>
+
 #include "test_kernel_util.h"
 
 static const double U = 5.9604644775390625e-08; /* 2^-24 */
@@ -331,4 +333,28 @@ Test(kernel_ops, argmax) {
         }
         free(x);
     }
+}
+
+Test(kernel_ops, clean_logits) {
+    const int n = 37;
+    float x[37], y[37];
+    uint64_t rng = 5;
+    kt_fill(x, (size_t)n, &rng, -30.0f, 30.0f);
+    x[0] = NAN, x[3] = INFINITY, x[9] = -INFINITY, x[12] = -NAN, x[20] = FLT_MAX, x[33] = INFINITY, x[36] = NAN;
+    kt_variant vs[8];
+    const int nv = kt_variants(vs);
+    for (int k = 0; k < nv; k++) {
+        kt_use(&vs[k]);
+        sl_k_clean_logits(x, y, n);
+        for (int i = 0; i < n; i++) {
+            const float want = x[i] != x[i] ? -INFINITY : x[i] > FLT_MAX ? FLT_MAX : x[i];
+            cr_assert(!memcmp(&y[i], &want, sizeof want), "i=%d on %s: %g from %g, want %g", i, vs[k].name, y[i], x[i],
+                      want);
+        }
+    }
+    kt_restore();
+    memcpy(y, x, sizeof x);
+    sl_k_clean_logits(y, y, n); /* in place */
+    cr_assert_eq(y[0], -INFINITY);
+    cr_assert_eq(y[3], FLT_MAX);
 }
