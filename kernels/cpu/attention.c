@@ -123,10 +123,35 @@ SL_TARGET_AVX512 SL_INLINE __m512 sl_kv_load16_avx512(const void *pool, int kv_t
  * keys at once: each level pairs two registers with two permutes and adds them, so the same two numbers are
  * added as in the per-key fold (a + b == b + a exactly), with lanes now holding different keys. Keys left over
  * (fewer than 16) fold one by one. */
-SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_pool, const void *v_pool,
-                                                  int kv_type, const int32_t *block_table, int block_size, int n_ctx,
-                                                  int n_head_kv, int kvh, int head_dim, float scale, float *scores) {
-    const int n16 = head_dim & ~15, nq = n16 / 16;
+SL_TARGET_AVX512 SL_INLINE __m512 sl_att_dot16_any(const __m512 *qv, int nq, const void *k_pool, int kv_type,
+                                                  size_t at) {
+    __m512 a = _mm512_fmadd_ps(qv[0], sl_kv_load16_avx512(k_pool, kv_type, at), _mm512_setzero_ps());
+    for (int i = 1; i < nq; i++) a = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at + 16 * i), a);
+    return a;
+}
+
+SL_TARGET_AVX512 SL_INLINE __m512 sl_att_dot16_8(__m512 q0, __m512 q1, __m512 q2, __m512 q3, __m512 q4, __m512 q5,
+                                                __m512 q6, __m512 q7, const int nq, const void *k_pool,
+                                                const int kv_type, size_t at) {
+    __m512 a = _mm512_fmadd_ps(q0, sl_kv_load16_avx512(k_pool, kv_type, at), _mm512_setzero_ps());
+    if (nq > 1) a = _mm512_fmadd_ps(q1, sl_kv_load16_avx512(k_pool, kv_type, at + 16), a);
+    if (nq > 2) a = _mm512_fmadd_ps(q2, sl_kv_load16_avx512(k_pool, kv_type, at + 32), a);
+    if (nq > 3) a = _mm512_fmadd_ps(q3, sl_kv_load16_avx512(k_pool, kv_type, at + 48), a);
+    if (nq > 4) a = _mm512_fmadd_ps(q4, sl_kv_load16_avx512(k_pool, kv_type, at + 64), a);
+    if (nq > 5) a = _mm512_fmadd_ps(q5, sl_kv_load16_avx512(k_pool, kv_type, at + 80), a);
+    if (nq > 6) a = _mm512_fmadd_ps(q6, sl_kv_load16_avx512(k_pool, kv_type, at + 96), a);
+    if (nq > 7) a = _mm512_fmadd_ps(q7, sl_kv_load16_avx512(k_pool, kv_type, at + 112), a);
+    return a;
+}
+
+SL_TARGET_AVX512 SL_INLINE void sl_att_scores_avx512_body(const float *q, const void *k_pool, const void *v_pool,
+                                                          const int f16, const int NQ, const int32_t *block_table,
+                                                          int block_size, int n_ctx, int n_head_kv, int kvh,
+                                                          int head_dim, float scale, float *scores) {
+    /* inlined with f16 and NQ (the query's 16-lane chunks; 0: head_dim's) constant, so the loops hold no type
+     * branch and, for the common head sizes, the query stays in registers */
+    const int kv_type = f16 ? SL_DTYPE_F16 : SL_DTYPE_F32;
+    const int n16 = head_dim & ~15, nq = NQ ? NQ : n16 / 16;
     const __m512i l1a = SL_IDX16(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
                   l1b = SL_IDX16(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31),
                   l2a = SL_IDX16(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27),
@@ -137,6 +162,14 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
                   l4b = SL_IDX16(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     __m512 qv[SL_K_ROPE_MAX_ROT / 16]; /* head_dim <= 1024: the query's 16-lane chunks */
     for (int i = 0; i < nq; i++) qv[i] = _mm512_loadu_ps(q + 16 * i);
+    /* with NQ <= 8 constant, the chunks in named registers (an array that size stays in memory) */
+    const __m512 z = _mm512_setzero_ps();
+    const __m512 q0 = NQ > 0 ? qv[0] : z, q1 = NQ > 1 ? qv[1] : z, q2 = NQ > 2 ? qv[2] : z, q3 = NQ > 3 ? qv[3] : z,
+                 q4 = NQ > 4 ? qv[4] : z, q5 = NQ > 5 ? qv[5] : z, q6 = NQ > 6 ? qv[6] : z, q7 = NQ > 7 ? qv[7] : z;
+    /* the lane sums of q . K row at `at`: chunks in order, fused multiply-adds from zero */
+#define SL_DOT16(at_)                                                                                             \
+    (NQ == 0 ? sl_att_dot16_any(qv, nq, k_pool, kv_type, at_)                                                     \
+             : sl_att_dot16_8(q0, q1, q2, q3, q4, q5, q6, q7, NQ, k_pool, kv_type, at_))
     /* The cache rows of a step's sequences come from L3 or memory (the whole cache outgrows L2): while one batch
      * of 16 keys is folded, the next batch's K rows and this batch's V rows (for the values pass) are
      * prefetched, so the misses overlap the arithmetic instead of following one another. */
@@ -162,10 +195,8 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
         for (int j = 0; j < 16; j++)
             for (size_t off = 0; off < row_bytes; off += 64)
                 _mm_prefetch((const char *)v_pool + at[j] * el + off, _MM_HINT_T0);
-        for (int j = 0; j < 16; j++) {
-            a[j] = _mm512_fmadd_ps(qv[0], sl_kv_load16_avx512(k_pool, kv_type, at[j]), _mm512_setzero_ps());
-            for (int i = 1; i < nq; i++) a[j] = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at[j] + 16 * i), a[j]);
-        }
+        SL_UNROLL
+        for (int j = 0; j < 16; j++) a[j] = SL_DOT16(at[j]);
         __m512 r1[8], r2[4], r3[2];
         for (int k = 0; k < 8; k++)
             r1[k] = _mm512_add_ps(_mm512_permutex2var_ps(a[2 * k], l1a, a[2 * k + 1]),
@@ -187,14 +218,50 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
     }
     for (int j = 0; t < n_ctx; t++, j++) { /* the rest: one key at a time, the fold within the register */
         const size_t at = j < n_nat ? nat[j] : sl_att_next(&ahead);
-        __m512 a = _mm512_setzero_ps();
-        for (int i = 0; i < nq; i++) a = _mm512_fmadd_ps(qv[i], sl_kv_load16_avx512(k_pool, kv_type, at + 16 * i), a);
+        const __m512 a = nq > 0 ? SL_DOT16(at) : z;
         float x = sl__fold16_avx2(_mm512_castps512_ps256(a),
                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
         for (int d = n16; d < head_dim; d++) x = fmaf(q[d], sl_kv_get(k_pool, kv_type, at + d), x);
         scores[t] = x * scale;
     }
+#undef SL_DOT16
     sl__avx512_clean();
+}
+
+SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_pool, const void *v_pool,
+                                                  int kv_type, const int32_t *block_table, int block_size, int n_ctx,
+                                                  int n_head_kv, int kvh, int head_dim, float scale, float *scores) {
+#define SL_SPASS(F, N)                                                                                           \
+    sl_att_scores_avx512_body(q, k_pool, v_pool, F, N, block_table, block_size, n_ctx, n_head_kv, kvh, head_dim, \
+                              scale, scores)
+    const int f16 = kv_type == SL_DTYPE_F16, nq = head_dim / 16;
+    if (f16) {
+        if (nq == 4) SL_SPASS(1, 4); else if (nq == 8) SL_SPASS(1, 8); else SL_SPASS(1, 0);
+    } else {
+        if (nq == 4) SL_SPASS(0, 4); else if (nq == 8) SL_SPASS(0, 8); else SL_SPASS(0, 0);
+    }
+#undef SL_SPASS
+}
+
+/* One pass of the values over the tokens for nv (1..4) 16-lane chunks at d0, in four named registers (an
+ * array indexed by a run-time bound stayed in memory: every fma waited for a store to forward), for one V
+ * element type: inlined with constants, so the loop holds no branch. */
+SL_TARGET_AVX512 SL_INLINE void sl_att_vpass_avx512(const float *p, const void *v_pool, const int f16, const int nv,
+                                                    sl_att_it it, int n_ctx, size_t d0, float *out) {
+    const int kv_type = f16 ? SL_DTYPE_F16 : SL_DTYPE_F32;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int t = 0; t < n_ctx; t++) {
+        const size_t at = sl_att_next(&it) + d0;
+        const __m512 pt = _mm512_set1_ps(p[t]);
+        a0 = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at), a0);
+        if (nv > 1) a1 = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 16), a1);
+        if (nv > 2) a2 = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 32), a2);
+        if (nv > 3) a3 = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 48), a3);
+    }
+    _mm512_storeu_ps(out, a0);
+    if (nv > 1) _mm512_storeu_ps(out + 16, a1);
+    if (nv > 2) _mm512_storeu_ps(out + 32, a2);
+    if (nv > 3) _mm512_storeu_ps(out + 48, a3);
 }
 
 /* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~15); returns that bound.
@@ -202,23 +269,65 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
 SL_TARGET_AVX512 static int sl_att_values_avx512(const float *p, const void *v_pool, int kv_type,
                                                  const int32_t *block_table, int block_size, int n_ctx, int n_head_kv,
                                                  int kvh, int head_dim, float *out) {
-    const int n16 = head_dim & ~15;
+    const int n16 = head_dim & ~15, f16 = kv_type == SL_DTYPE_F16;
+    const sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
     for (int d0 = 0; d0 < n16; d0 += 64) {
         const int nv = (n16 - d0 < 64 ? n16 - d0 : 64) / 16;
-        __m512 acc[4];
-        for (int j = 0; j < 4; j++) acc[j] = _mm512_setzero_ps();
-        sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
-        for (int t = 0; t < n_ctx; t++) {
-            const size_t at = sl_att_next(&it) + (size_t)d0;
-            const __m512 pt = _mm512_set1_ps(p[t]);
-            for (int j = 0; j < nv; j++) acc[j] = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 16 * j), acc[j]);
+        float *o = out + d0;
+#define SL_VPASS(F, N) sl_att_vpass_avx512(p, v_pool, F, N, it, n_ctx, (size_t)d0, o)
+        if (f16) {
+            if (nv == 4) SL_VPASS(1, 4); else if (nv == 3) SL_VPASS(1, 3); else if (nv == 2) SL_VPASS(1, 2); else SL_VPASS(1, 1);
+        } else {
+            if (nv == 4) SL_VPASS(0, 4); else if (nv == 3) SL_VPASS(0, 3); else if (nv == 2) SL_VPASS(0, 2); else SL_VPASS(0, 1);
         }
-        for (int j = 0; j < nv; j++) _mm512_storeu_ps(out + d0 + 16 * j, acc[j]);
+#undef SL_VPASS
     }
     sl__avx512_clean();
     return n16;
 }
 #endif
+
+/* The largest score (an order-free reduction: any grouping gives the same value) and out *= s, vectorized. */
+#if SL_KCPU_X86
+SL_TARGET_AVX2 static float sl_att_max_avx2(const float *x, int n) {
+    __m256 m = _mm256_set1_ps(x[0]);
+    int t = 0;
+    /* max_ps(a, b) gives b when either is NaN: a NaN score is skipped, as the scalar loop skips it (only a
+     * NaN first score, which m starts from, stays), so the value is the scalar loop's */
+    for (; t + 8 <= n; t += 8) m = _mm256_max_ps(_mm256_loadu_ps(x + t), m);
+    float v[8], r = x[0];
+    _mm256_storeu_ps(v, m);
+    SL_AVX2_LEAVE();
+    for (int l = 0; l < 8; l++) r = v[l] > r ? v[l] : r;
+    for (; t < n; t++) r = x[t] > r ? x[t] : r;
+    return r;
+}
+
+SL_TARGET_AVX2 static int sl_att_scale_avx2(float *x, int n, float s) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int d = 0;
+    for (; d + 8 <= n; d += 8) _mm256_storeu_ps(x + d, _mm256_mul_ps(_mm256_loadu_ps(x + d), vs));
+    SL_AVX2_LEAVE();
+    return d;
+}
+#endif
+
+static float sl_att_max(const float *x, int n) {
+#if SL_KCPU_X86
+    if (sl__kcpu_level() >= SL_SIMD_AVX2) return sl_att_max_avx2(x, n);
+#endif
+    float r = x[0];
+    for (int t = 1; t < n; t++) r = x[t] > r ? x[t] : r;
+    return r;
+}
+
+static void sl_att_scale(float *x, int n, float s) {
+    int d = 0;
+#if SL_KCPU_X86
+    if (sl__kcpu_level() >= SL_SIMD_AVX2) d = sl_att_scale_avx2(x, n, s);
+#endif
+    for (; d < n; d++) x[d] *= s;
+}
 
 void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int n_head_kv, int head_dim,
                     const void *k_pool, const void *v_pool, int kv_type, const int32_t *block_table,
@@ -253,8 +362,7 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
             sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
             for (int t = 0; t < n_ctx; t++) scratch[t] = sl_att_dot_scalar(qh, k_pool, kv_type, sl_att_next(&it), head_dim) * scale;
         }
-        float max = scratch[0];
-        for (int t = 1; t < n_ctx; t++) max = scratch[t] > max ? scratch[t] : max;
+        const float max = sl_att_max(scratch, n_ctx);
         const float inv = 1.0f / sl__exp_sum(scratch, n_ctx, max);
 #if SL_KCPU_X86
         if (use_avx512)
@@ -270,7 +378,7 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
             for (int t = 0; t < n_ctx; t++) acc = fmaf(scratch[t], sl_kv_get(v_pool, kv_type, sl_att_next(&it) + d), acc);
             oh[d] = acc;
         }
-        for (d = 0; d < head_dim; d++) oh[d] *= inv;
+        sl_att_scale(oh, head_dim, inv);
     }
 }
 

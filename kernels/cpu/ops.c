@@ -125,6 +125,13 @@ SL_TARGET_AVX2 static int sl_exp_sum_avx2(float *x, int n, float max, float *sum
         hi = _mm256_add_ps(hi, b);
     }
     *sum = sl__fold16_avx2(lo, hi);
+    /* the tail's exps too (the caller adds them one by one): masked, so nothing past n is read or written */
+    for (int j = i; j < n; j += 8) {
+        const int left = n - j < 8 ? n - j : 8;
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256 e = sl__exp8_avx2(_mm256_sub_ps(_mm256_maskload_ps(x + j, mask), vmax));
+        _mm256_maskstore_ps(x + j, mask, e);
+    }
     SL_AVX2_LEAVE();
     return i;
 }
@@ -155,11 +162,12 @@ void sl_k_add(float *y, const float *x, int64_t n) {
 }
 
 float sl__exp_sum(float *x, int n, float max) {
-    int i = 0;
+    int i = 0, tail_done = 0;
     float sum;
 #if SL_KCPU_X86
     if (sl_ops_avx2()) {
         i = sl_exp_sum_avx2(x, n, max, &sum);
+        tail_done = 1;
     } else
 #endif
     {
@@ -172,7 +180,7 @@ float sl__exp_sum(float *x, int n, float max) {
         sum = sl__fold16(acc);
     }
     for (; i < n; i++) {
-        x[i] = sl__exp_canon(x[i] - max);
+        if (!tail_done) x[i] = sl__exp_canon(x[i] - max);
         sum += x[i];
     }
     return sum;
