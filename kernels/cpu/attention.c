@@ -287,7 +287,7 @@ SL_TARGET_AVX512 static int sl_att_values_avx512(const float *p, const void *v_p
 }
 #endif
 
-/* The largest score (an order-free reduction: any grouping gives the same value) and out *= s, vectorized. */
+/* The largest score, vectorized (an order-free reduction: any grouping gives the same value). */
 #if SL_KCPU_X86
 SL_TARGET_AVX2 static float sl_att_max_avx2(const float *x, int n) {
     __m256 m = _mm256_set1_ps(x[0]);
@@ -302,14 +302,6 @@ SL_TARGET_AVX2 static float sl_att_max_avx2(const float *x, int n) {
     for (; t < n; t++) r = x[t] > r ? x[t] : r;
     return r;
 }
-
-SL_TARGET_AVX2 static int sl_att_scale_avx2(float *x, int n, float s) {
-    const __m256 vs = _mm256_set1_ps(s);
-    int d = 0;
-    for (; d + 8 <= n; d += 8) _mm256_storeu_ps(x + d, _mm256_mul_ps(_mm256_loadu_ps(x + d), vs));
-    SL_AVX2_LEAVE();
-    return d;
-}
 #endif
 
 static float sl_att_max(const float *x, int n) {
@@ -319,14 +311,6 @@ static float sl_att_max(const float *x, int n) {
     float r = x[0];
     for (int t = 1; t < n; t++) r = x[t] > r ? x[t] : r;
     return r;
-}
-
-static void sl_att_scale(float *x, int n, float s) {
-    int d = 0;
-#if SL_KCPU_X86
-    if (sl__kcpu_level() >= SL_SIMD_AVX2) d = sl_att_scale_avx2(x, n, s);
-#endif
-    for (; d < n; d++) x[d] *= s;
 }
 
 void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int n_head_kv, int head_dim,
@@ -378,7 +362,7 @@ void sl_k_attention(const float *q, float *out, int h0, int h1, int n_head, int 
             for (int t = 0; t < n_ctx; t++) acc = fmaf(scratch[t], sl_kv_get(v_pool, kv_type, sl_att_next(&it) + d), acc);
             oh[d] = acc;
         }
-        sl_att_scale(oh, head_dim, inv);
+        sl__scale(oh, head_dim, inv);
     }
 }
 

@@ -308,6 +308,8 @@ int sl__dequantize_k_avx2(int type, const void *row, int64_t k0, int64_t k1, flo
 
 /* x[i] = exp(x[i] - max) for i < n; returns the canonical sum of the results. */
 float sl__exp_sum(float *x, int n, float max);
+/* x[i] *= s for i < n (vectorized; an exact product per element, so every level gives the same bits). */
+void sl__scale(float *x, int n, float s);
 
 /* ---- per-instruction-set entry points --------------------------------------------------------------- */
 #if SL_KCPU_X86

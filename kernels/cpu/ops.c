@@ -312,14 +312,17 @@ int32_t sl_k_argmax(const float *x, int n) {
     return best;
 }
 
+void sl__scale(float *x, int n, float s) {
+    int i = 0;
+#if SL_KCPU_X86
+    if (sl_ops_avx2()) i = sl_scale_avx2(x, n, s);
+#endif
+    for (; i < n; i++) x[i] *= s;
+}
+
 void sl_k_softmax(float *x, int n) {
     if (n <= 0) return;
     float max = x[0];
     for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
-    const float inv = 1.0f / sl__exp_sum(x, n, max);
-    int i = 0;
-#if SL_KCPU_X86
-    if (sl_ops_avx2()) i = sl_scale_avx2(x, n, inv);
-#endif
-    for (; i < n; i++) x[i] *= inv;
+    sl__scale(x, n, 1.0f / sl__exp_sum(x, n, max));
 }
