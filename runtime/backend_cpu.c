@@ -368,15 +368,19 @@ typedef struct {
 static void attn_task(void *arg, int ith, int nth) {
     sl_attn_task *t = arg;
     const sl_attn_args *a = t->a;
-    /* Units are (row, KV-head group): the query heads sharing one KV head stay together (cache reuse). */
-    int group = a->n_head / a->n_head_kv;
-    int n_units = t->n_rows * a->n_head_kv;
+    /* Units are (row, KV-head group) when there are enough of them: the query heads sharing one KV head stay
+     * together (its K and V rows are read once, then hit L1). With few rows (decode: one row, n_head_kv
+     * units, 3 here for 2 threads) units are (row, query head) instead, so the threads' shares stay even; a
+     * head's result is the same whichever thread computes it. */
+    const int by_head = t->n_rows * a->n_head_kv < 4 * nth;
+    const int group = by_head ? 1 : a->n_head / a->n_head_kv, per_row = by_head ? a->n_head : a->n_head_kv;
+    int n_units = t->n_rows * per_row;
     int u0, u1;
     sl_split_range(n_units, 1, ith, nth, &u0, &u1);
     float *scratch = t->c->attn_scratch + (size_t)ith * (size_t)t->c->max_ctx;
     size_t row = (size_t)a->n_head * (size_t)a->head_dim;
     for (int u = u0; u < u1; u++) {
-        int r = u / a->n_head_kv, g = u % a->n_head_kv;
+        int r = u / per_row, g = u % per_row;
         sl_k_attention(t->q + r * row, t->out + r * row, g * group, (g + 1) * group, a->n_head, a->n_head_kv,
                        a->head_dim, a->k_pool, a->v_pool, a->kv_type, a->block_tables[a->row_seq[r]], a->block_size,
                        a->row_n_ctx[r], a->scale, scratch);
