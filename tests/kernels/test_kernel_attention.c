@@ -129,6 +129,13 @@ static void run_case(att_case c) {
                            c.block_size, n_ctx, scale, scratch);
             cr_assert(!memcmp(got, ref, sizeof(float) * n_out), "%s head_dim %d n_ctx %d: variant %s differs",
                       sl_dtype_name(c.kv_type), c.head_dim, n_ctx, vs[k].name);
+            /* each head alone equals the heads computed in one call (whatever grouping a kernel does inside) */
+            for (int j = 0; j < n_out; j++) got[j] = -777.0f;
+            for (int h = 0; h < c.n_head; h++)
+                sl_k_attention(f.q, got, h, h + 1, c.n_head, c.n_head_kv, c.head_dim, f.k, f.v, c.kv_type, f.table,
+                               c.block_size, n_ctx, scale, scratch);
+            cr_assert(!memcmp(got, ref, sizeof(float) * n_out), "%s head_dim %d n_ctx %d: heads alone differ on %s",
+                      sl_dtype_name(c.kv_type), c.head_dim, n_ctx, vs[k].name);
         }
         kt_restore();
     }
