@@ -213,45 +213,6 @@ SL_TARGET_AVX2 static float sl_sample_chunk_avx2(const float *x, float m, float 
     return s;
 }
 
-/* sl__exp_canon on 16 lanes: sl__exp8_avx2's operations lane for lane (the same bits). */
-SL_TARGET_AVX512 SL_INLINE __m512 sl_exp16_avx512(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(SL_EXP_HI), _mm512_max_ps(_mm512_set1_ps(SL_EXP_LO), x));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(SL_EXP_LOG2E)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-SL_EXP_LN2_HI), x);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-SL_EXP_LN2_LO), r);
-    const __m512 z = _mm512_mul_ps(r, r);
-    __m512 p = _mm512_set1_ps(SL_EXP_P0);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SL_EXP_P1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SL_EXP_P2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SL_EXP_P3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SL_EXP_P4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SL_EXP_P5));
-    __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0f));
-    const __m512i ni = _mm512_cvtps_epi32(n);
-    const __m512i n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
-    const __m512i bias = _mm512_set1_epi32(127);
-    e = _mm512_mul_ps(e, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23)));
-    return _mm512_mul_ps(e, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23)));
-}
-
-/* sl_sample_chunk_avx2 on zmm: lane l of the one accumulator is the AVX2 code's lane l of (lo, hi). The
- * sampler's exp pass over the vocabulary is the one long exp loop of a step, so it has its own AVX-512 form. */
-SL_TARGET_AVX512 static float sl_sample_chunk_avx512(const float *x, float m, float inv_t, float floor_e, float *e) {
-    const __m512 vm = _mm512_set1_ps(m), vt = _mm512_set1_ps(inv_t), vf = _mm512_set1_ps(floor_e);
-    __m512 acc = _mm512_setzero_ps();
-    for (int i = 0; i < SL_K_SAMPLE_CHUNK; i += 16) {
-        __m512 a = sl_exp16_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), vt));
-        a = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, vf, _CMP_GE_OQ), a);
-        _mm512_storeu_ps(e + i, a);
-        acc = _mm512_add_ps(acc, a);
-    }
-    const float s = sl__fold16_avx2(_mm512_castps512_ps256(acc),
-                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1)));
-    sl__avx512_clean();
-    return s;
-}
-
 /* The maximum of x[0, n) in two passes, with no loop-carried blend (a blend chain per vector was the cost):
  * the largest value with four independent max chains (max_ps(v, m) returns m when v is NaN, so NaN is
  * skipped, and max is order-free), then the first index holding it, eight at a time with an early exit.
@@ -322,8 +283,7 @@ double sl_k_sample_weights(const float *x, int n, float m, float inv_t, float fl
         float s;
 #if SL_KCPU_X86
         if (sl_ops_avx2()) {
-            s = sl__kcpu_level() == SL_SIMD_AVX512 ? sl_sample_chunk_avx512(x + i, m, inv_t, floor_e, e + i)
-                                                   : sl_sample_chunk_avx2(x + i, m, inv_t, floor_e, e + i);
+            s = sl_sample_chunk_avx2(x + i, m, inv_t, floor_e, e + i);
         } else
 #endif
         {
