@@ -84,23 +84,64 @@ SL_TARGET_AVX2 static void sl_att_scores_avx2(const float *q, const void *k_pool
     SL_AVX2_LEAVE();
 }
 
+/* One pass of the values over the tokens for nv (1..8) 8-lane chunks at d0 in named registers, for one V
+ * element type (inlined with constants, as sl_att_vpass_avx512 below: an accumulator array indexed by a
+ * run-time bound stays in memory, and every fma then waits for a store to forward). */
+SL_TARGET_AVX2 SL_INLINE void sl_att_vpass_avx2(const float *p, const void *v_pool, const int f16, const int nv,
+                                               sl_att_it it, int n_ctx, size_t d0, float *out) {
+    const int kv_type = f16 ? SL_DTYPE_F16 : SL_DTYPE_F32;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int t = 0; t < n_ctx; t++) {
+        const size_t at = sl_att_next(&it) + d0;
+        const __m256 pt = _mm256_set1_ps(p[t]);
+        a0 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at), a0);
+        if (nv > 1) a1 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 8), a1);
+        if (nv > 2) a2 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 16), a2);
+        if (nv > 3) a3 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 24), a3);
+        if (nv > 4) a4 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 32), a4);
+        if (nv > 5) a5 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 40), a5);
+        if (nv > 6) a6 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 48), a6);
+        if (nv > 7) a7 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 56), a7);
+    }
+    _mm256_storeu_ps(out, a0);
+    if (nv > 1) _mm256_storeu_ps(out + 8, a1);
+    if (nv > 2) _mm256_storeu_ps(out + 16, a2);
+    if (nv > 3) _mm256_storeu_ps(out + 24, a3);
+    if (nv > 4) _mm256_storeu_ps(out + 32, a4);
+    if (nv > 5) _mm256_storeu_ps(out + 40, a5);
+    if (nv > 6) _mm256_storeu_ps(out + 48, a6);
+    if (nv > 7) _mm256_storeu_ps(out + 56, a7);
+}
+
 /* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~7); returns that bound.
  * Eight ymm accumulators (64 dims, the common head size) per pass over the tokens. */
 SL_TARGET_AVX2 static int sl_att_values_avx2(const float *p, const void *v_pool, int kv_type,
                                              const int32_t *block_table, int block_size, int n_ctx, int n_head_kv,
                                              int kvh, int head_dim, float *out) {
-    const int n8 = head_dim & ~7;
+    const int n8 = head_dim & ~7, f16 = kv_type == SL_DTYPE_F16;
+    const sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
     for (int d0 = 0; d0 < n8; d0 += 64) {
         const int nv = (n8 - d0 < 64 ? n8 - d0 : 64) / 8;
-        __m256 acc[8];
-        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-        sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
-        for (int t = 0; t < n_ctx; t++) {
-            const size_t at = sl_att_next(&it) + (size_t)d0;
-            const __m256 pt = _mm256_set1_ps(p[t]);
-            for (int j = 0; j < nv; j++) acc[j] = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 8 * j), acc[j]);
+        float *o = out + d0;
+#define SL_VPASS(F, N) sl_att_vpass_avx2(p, v_pool, F, N, it, n_ctx, (size_t)d0, o)
+#define SL_VPASS_ALL(F)                                                                                     \
+    switch (nv) {                                                                                           \
+    case 8: SL_VPASS(F, 8); break;                                                                          \
+    case 7: SL_VPASS(F, 7); break;                                                                          \
+    case 6: SL_VPASS(F, 6); break;                                                                          \
+    case 5: SL_VPASS(F, 5); break;                                                                          \
+    case 4: SL_VPASS(F, 4); break;                                                                          \
+    case 3: SL_VPASS(F, 3); break;                                                                          \
+    case 2: SL_VPASS(F, 2); break;                                                                          \
+    default: SL_VPASS(F, 1); break;                                                                         \
+    }
+        if (f16) {
+            SL_VPASS_ALL(1)
+        } else {
+            SL_VPASS_ALL(0)
         }
-        for (int j = 0; j < nv; j++) _mm256_storeu_ps(out + d0 + 8 * j, acc[j]);
+#undef SL_VPASS_ALL
+#undef SL_VPASS
     }
     SL_AVX2_LEAVE();
     return n8;
