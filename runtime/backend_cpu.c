@@ -346,14 +346,34 @@ static sl_status cpu_add(void *ctx, float *y, const float *x, size_t n) {
 }
 
 /* ---- KV cache and attention ------------------------------------------------------------------------------------ */
+typedef struct {
+    void *k_pool, *v_pool;
+    const float *k, *v;
+    const int64_t *slots;
+    int kv_type, n_rows, n_head_kv, head_dim;
+} sl_kv_task;
+
+static void kv_store_task(void *arg, int ith, int nth) {
+    const sl_kv_task *t = arg;
+    const size_t row = (size_t)t->n_head_kv * (size_t)t->head_dim;
+    int r0, r1;
+    sl_split_range(t->n_rows, 1, ith, nth, &r0, &r1);
+    for (int r = r0; r < r1; r++) {
+        sl_k_kv_store(t->k_pool, t->kv_type, t->slots[r], t->k + r * row, t->n_head_kv, t->head_dim);
+        sl_k_kv_store(t->v_pool, t->kv_type, t->slots[r], t->v + r * row, t->n_head_kv, t->head_dim);
+    }
+}
+
+/* Parallel from a few rows up: a store is cheap, but the first store into a fresh part of the lazily
+ * mapped pool takes page faults (a new server's first ~pool-size of tokens), and those then split. */
 static sl_status cpu_kv_store(void *ctx, void *k_pool, void *v_pool, int kv_type, const float *k, const float *v,
                               const int64_t *slots, int n_rows, int n_head_kv, int head_dim) {
-    (void)ctx;
-    size_t row = (size_t)n_head_kv * (size_t)head_dim;
-    for (int r = 0; r < n_rows; r++) {
-        sl_k_kv_store(k_pool, kv_type, slots[r], k + r * row, n_head_kv, head_dim);
-        sl_k_kv_store(v_pool, kv_type, slots[r], v + r * row, n_head_kv, head_dim);
-    }
+    sl_cpu_ctx *c = ctx;
+    sl_kv_task t = {k_pool, v_pool, k, v, slots, kv_type, n_rows, n_head_kv, head_dim};
+    if (n_rows >= 4)
+        sl_threadpool_run(c->pool, kv_store_task, &t);
+    else
+        kv_store_task(&t, 0, 1);
     return SL_OK;
 }
 
