@@ -328,3 +328,25 @@ Test(engine_replicas, gpu_memory_utilization_is_checked_and_cpu_ignores_it, .tim
     sl_engine_free(e);
     free(path);
 }
+
+/* kv_dtype auto (the default) follows the precision; an explicit type stays; an unknown one is refused. */
+Test(engine_replicas, kv_dtype_auto_follows_the_precision) {
+    sl_engine_params p;
+    sl_engine_params_init(&p);
+    cr_assert_eq(p.kv_dtype, SL_KV_AUTO);
+    cr_assert_eq(sl__engine_kv_dtype(&p), SL_KV_F16, "fast precision: f16");
+    p.precision = SL_PRECISION_EXACT;
+    cr_assert_eq(sl__engine_kv_dtype(&p), SL_KV_F32, "exact precision: f32");
+    p.kv_dtype = SL_KV_F16;
+    cr_assert_eq(sl__engine_kv_dtype(&p), SL_KV_F16, "an explicit type is kept");
+    p.precision = SL_PRECISION_FAST;
+    p.kv_dtype = SL_KV_F32;
+    cr_assert_eq(sl__engine_kv_dtype(&p), SL_KV_F32);
+    char *path = sl_test_data_path("stories260K.gguf");
+    p.model_path = path;
+    p.kv_dtype = (sl_kv_dtype)7;
+    sl_engine_t *e = NULL;
+    cr_assert_eq(sl_engine_create(&p, &e), SL_INVALID_ARGUMENT);
+    cr_assert(strstr(sl_last_error(), "KV dtype"), "%s", sl_last_error());
+    free(path);
+}
