@@ -142,6 +142,8 @@ struct sl_engine {
     int n_vocab, n_embd;
     int block_size;
     int n_blocks_total;
+    size_t kv_block_bytes;         /* bytes of one block over all layers (and ranks) */
+    sl_kv_dtype kv_dtype;          /* the pool's element type (auto resolved) */
     sl_kv_blocks *kv;              /* block manager (engine thread only) */
     _Atomic int kv_free;           /* its free-block count after the last step, for sl_engine_get_stats */
     int64_t n_steps;               /* scheduling rounds so far: the clock of priority aging */
@@ -1364,6 +1366,8 @@ static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engin
                           e->max_len);
     if (n_blocks > (1u << 30)) n_blocks = 1u << 30;
     e->n_blocks_total = (int)n_blocks;
+    e->kv_block_bytes = block_bytes;
+    e->kv_dtype = kv_dtype;
     /* One block more than the block manager hands out: the sink, a write-only slot for recomputed tokens whose
      * K/V the prefix cache already holds (build_batch). */
     if ((st = sl_model_kv_alloc(e->model, e->n_blocks_total + 1, e->block_size, kv_dtype)) != SL_OK) return st;
@@ -1538,6 +1542,9 @@ SL_API sl_status sl_engine_model_info(sl_engine_t *e, sl_model_info *info) {
     info->eos_id = sl_model_eos(e->model);
     info->add_bos = sl_model_add_bos(e->model);
     info->has_chat_template = sl_model_has_chat_template(e->model);
+    info->kv_cache_tokens = (int64_t)e->n_blocks_total * e->block_size;
+    info->kv_cache_bytes = (uint64_t)e->n_blocks_total * e->kv_block_bytes;
+    info->kv_dtype = e->kv_dtype == SL_KV_F16 ? "f16" : "f32";
     return SL_OK;
 }
 

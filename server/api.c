@@ -1916,9 +1916,12 @@ static void load_done(uv_work_t *w, int status) {
         sl_engine_stats_init(&st);
         a->n_replicas = sl_engine_get_stats(a->eng, &st) == SL_OK ? st.num_replicas : 1;
         a->ready = 1;
-        printf("sluice: serving model '%s' (context %d tokens, %d replica%s on %s)\n", a->info.name,
-               a->info.max_model_len, a->n_replicas, a->n_replicas == 1 ? "" : "s",
-               a->cfg->devices && *a->cfg->devices ? a->cfg->devices : "cpu");
+        printf("sluice: serving model '%s' (context %d tokens, %d replica%s on %s; KV cache %lld tokens, %s, "
+               "%.1f MiB%s)\n",
+               a->info.name, a->info.max_model_len, a->n_replicas, a->n_replicas == 1 ? "" : "s",
+               a->cfg->devices && *a->cfg->devices ? a->cfg->devices : "cpu", (long long)a->info.kv_cache_tokens,
+               a->info.kv_dtype ? a->info.kv_dtype : "?", (double)a->info.kv_cache_bytes / (1024.0 * 1024.0),
+               a->n_replicas > 1 ? " each" : "");
         fflush(stdout);
         api_maybe_stop(a); /* a signal came while loading */
     }

@@ -147,6 +147,10 @@ typedef struct sl_model_info {
     int eos_id;               /* -1 if none */
     int add_bos;              /* the model expects BOS prepended to prompts */
     int has_chat_template;
+    /* The KV cache as created (per replica; the first replica's when several): */
+    int64_t kv_cache_tokens;  /* tokens the pool holds */
+    uint64_t kv_cache_bytes;  /* bytes of the pool over all layers (and ranks) */
+    const char *kv_dtype;     /* "f16" or "f32": kv_dtype with auto resolved */
 } sl_model_info;
 
 SL_API void sl_model_info_init(sl_model_info *info);

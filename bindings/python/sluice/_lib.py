@@ -105,6 +105,9 @@ class ModelInfoC(Structure):
         ("eos_id", c_int),
         ("add_bos", c_int),
         ("has_chat_template", c_int),
+        ("kv_cache_tokens", c_int64),
+        ("kv_cache_bytes", c_uint64),
+        ("kv_dtype", c_char_p),
     ]
 
 

@@ -347,7 +347,8 @@ class LLM:
     # ---- model ----------------------------------------------------------------------------------------------
     @property
     def model_info(self) -> ModelInfo:
-        """What was loaded: name, architecture, sizes, special tokens, whether it has a chat template."""
+        """What was loaded: name, architecture, sizes, special tokens, whether it has a chat template, and the KV
+        cache made for it (tokens, bytes, element type)."""
         if self._info is None:
             lib = self._lib
             mi = L.ModelInfoC()
@@ -363,7 +364,8 @@ class LLM:
                 max_model_len=mi.max_model_len, n_embd=mi.n_embd, n_layer=mi.n_layer, n_head=mi.n_head,
                 n_head_kv=mi.n_head_kv, bos_id=mi.bos_id if mi.bos_id >= 0 else None,
                 eos_id=mi.eos_id if mi.eos_id >= 0 else None, add_bos=bool(mi.add_bos),
-                has_chat_template=bool(mi.has_chat_template),
+                has_chat_template=bool(mi.has_chat_template), kv_cache_tokens=mi.kv_cache_tokens,
+                kv_cache_bytes=mi.kv_cache_bytes, kv_dtype=s(mi.kv_dtype),
             )
         return self._info
 

@@ -126,3 +126,6 @@ class ModelInfo:
     eos_id: Optional[int]
     add_bos: bool
     has_chat_template: bool
+    kv_cache_tokens: int = 0  # tokens the KV pool holds (per replica)
+    kv_cache_bytes: int = 0   # its bytes
+    kv_dtype: str = ""        # "f16" or "f32" (kv_dtype "auto" resolved)

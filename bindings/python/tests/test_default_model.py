@@ -24,6 +24,10 @@ def test_default_model_info(llm: LLM) -> None:
     assert info.path == default_model_path()
     assert info.architecture == "llama" and info.n_layer == 30 and info.n_embd == 576 and info.n_vocab == 49152
     assert info.has_chat_template and info.max_model_len == 512
+    # the KV cache: what 4 sequences of 512 tokens need, f16 (kv_dtype auto, fast precision), K and V of
+    # 30 layers x 3 KV heads x 64 dims per token
+    assert info.kv_dtype == "f16" and info.kv_cache_tokens == 4 * 512
+    assert info.kv_cache_bytes == info.kv_cache_tokens * 30 * 2 * 3 * 64 * 2
 
 
 def test_default_model_generates_and_chats(llm: LLM) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from sluice import LLM, SamplingParams
 
-from conftest import REPO, STORIES
+from conftest import REPO, STORIES, make_llm
 
 
 def _cli() -> str:
@@ -149,3 +149,15 @@ def test_stop_token_ids(llm: LLM) -> None:
     assert c0.finish_reason == "stop" and c0.stop_reason == tok
     assert c0.token_ids[: full.token_ids.index(tok)] == full.token_ids[: full.token_ids.index(tok)]
     assert len(c0.token_ids) <= full.token_ids.index(tok) + 1
+
+
+def test_kv_cache_type_follows_the_precision(llm: LLM) -> None:
+    assert llm.model_info.kv_dtype == "f16" and llm.model_info.kv_cache_tokens > 0  # kv_dtype auto, fast
+    with make_llm(precision="exact", max_model_len=64, max_num_seqs=2) as exact:
+        info = exact.model_info
+        assert info.kv_dtype == "f32" and info.kv_cache_tokens == 2 * 64
+        # K and V per layer, KV head and dimension, 4 bytes each
+        assert info.kv_cache_bytes == info.kv_cache_tokens * info.n_layer * 2 * info.n_head_kv * (
+            info.n_embd // info.n_head) * 4
+    with make_llm(kv_dtype="f32") as f32:
+        assert f32.model_info.kv_dtype == "f32"
