@@ -9,7 +9,7 @@
  * than an online softmax because the scratch is free and a fixed order needs no rescaling of partial sums.
  *
  * Grouped-query attention: query head h reads KV head h / (n_head / n_head_kv). The AVX2 and AVX-512 loops
- * give the scalar bits (AVX-512 folds sixteen keys' lane sums at once, across registers); head_dim that is not
+ * give the scalar bits (AVX-512 folds eight keys' lane sums at once, across registers); head_dim that is not
  * a multiple of 16 (scores) or 8 / 16 (values) is finished with scalar code.
  * Rows are read as F32 or F16 (converted exactly on load).
  */
@@ -149,7 +149,7 @@ SL_TARGET_AVX2 static int sl_att_values_avx2(const float *p, const void *v_pool,
 #endif
 
 #if SL_KCPU_X86
-/* ---- AVX-512: sixteen keys' dots at once, their canonical folds done across keys -------------------------- */
+/* ---- AVX-512: eight keys' dots at once, their canonical folds done across keys ---------------------------- */
 SL_TARGET_AVX512 SL_INLINE __m512 sl_kv_load16_avx512(const void *pool, int kv_type, size_t i) {
     if (kv_type == SL_DTYPE_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const sl_fp16_t *)pool + i)));
     return _mm512_loadu_ps((const float *)pool + i);
@@ -160,10 +160,10 @@ SL_TARGET_AVX512 SL_INLINE __m512 sl_kv_load16_avx512(const void *pool, int kv_t
 
 /* scores[t] = canonical dot(q, K[t]) * scale for t < n_ctx, bit for bit the scalar recipe. The 16 lane sums of
  * each key are computed in a zmm (lane l takes dimensions 16 i + l in order of i, fused multiply-adds), and the
- * fold 16 -> 8 -> 4 -> 2 -> 1 (sl__fold16: the upper half added onto the lower, at every level) runs on sixteen
+ * fold 16 -> 8 -> 4 -> 2 -> 1 (sl__fold16: the upper half added onto the lower, at every level) runs on eight
  * keys at once: each level pairs two registers with two permutes and adds them, so the same two numbers are
- * added as in the per-key fold (a + b == b + a exactly), with lanes now holding different keys. Keys left over
- * (fewer than 16) fold one by one. */
+ * added as in the per-key fold (a + b == b + a exactly), with lanes now holding different keys. Keys are
+ * walked (and prefetched) 16 at a time, folded 8 at a time; keys left over (fewer than 16) fold one by one. */
 SL_TARGET_AVX512 SL_INLINE __m512 sl_att_dot16_any(const __m512 *qv, int nq, const void *k_pool, int kv_type,
                                                   size_t at) {
     __m512 a = _mm512_fmadd_ps(qv[0], sl_kv_load16_avx512(k_pool, kv_type, at), _mm512_setzero_ps());
@@ -224,7 +224,7 @@ SL_TARGET_AVX512 SL_INLINE void sl_att_scores_avx512_body(const float *q, const 
         for (int j = 0; j < n_nat; j++) nat[j] = sl_att_next(&ahead);
     }
     for (; t + 16 <= n_ctx && nq > 0; t += 16) {
-        __m512 a[16];
+        __m512 a[8];
         size_t at[16];
         memcpy(at, nat, sizeof at);
         n_nat = n_ctx - (t + 16) < 16 ? n_ctx - (t + 16) : 16;
@@ -236,21 +236,27 @@ SL_TARGET_AVX512 SL_INLINE void sl_att_scores_avx512_body(const float *q, const 
         for (int j = 0; j < 16; j++)
             for (size_t off = 0; off < row_bytes; off += 64)
                 _mm_prefetch((const char *)v_pool + at[j] * el + off, _MM_HINT_T0);
-        SL_UNROLL
-        for (int j = 0; j < 16; j++) a[j] = SL_DOT16(at[j]);
-        __m512 r1[8], r2[4], r3[2];
-        for (int k = 0; k < 8; k++)
-            r1[k] = _mm512_add_ps(_mm512_permutex2var_ps(a[2 * k], l1a, a[2 * k + 1]),
-                                  _mm512_permutex2var_ps(a[2 * k], l1b, a[2 * k + 1]));
-        for (int k = 0; k < 4; k++)
-            r2[k] = _mm512_add_ps(_mm512_permutex2var_ps(r1[2 * k], l2a, r1[2 * k + 1]),
-                                  _mm512_permutex2var_ps(r1[2 * k], l2b, r1[2 * k + 1]));
-        for (int k = 0; k < 2; k++)
-            r3[k] = _mm512_add_ps(_mm512_permutex2var_ps(r2[2 * k], l3a, r2[2 * k + 1]),
-                                  _mm512_permutex2var_ps(r2[2 * k], l3b, r2[2 * k + 1]));
-        const __m512 s = _mm512_add_ps(_mm512_permutex2var_ps(r3[0], l4a, r3[1]), _mm512_permutex2var_ps(r3[0], l4b, r3[1]));
+        /* Two halves of 8 keys, each folded on its own: 8 accumulators leave room for the query and the index
+         * vectors (16 did not, and spilled). The last level pairs the one level-3 register with itself: lanes
+         * 0..7 then hold the 8 keys' sums, made of the same additions as the 16-key fold. */
         float sv[16];
-        _mm512_storeu_ps(sv, s);
+        for (int half = 0; half < 2; half++) {
+            SL_UNROLL
+            for (int j = 0; j < 8; j++) a[j] = SL_DOT16(at[8 * half + j]);
+            __m512 r1[4], r2[2];
+            SL_UNROLL
+            for (int k = 0; k < 4; k++)
+                r1[k] = _mm512_add_ps(_mm512_permutex2var_ps(a[2 * k], l1a, a[2 * k + 1]),
+                                      _mm512_permutex2var_ps(a[2 * k], l1b, a[2 * k + 1]));
+            SL_UNROLL
+            for (int k = 0; k < 2; k++)
+                r2[k] = _mm512_add_ps(_mm512_permutex2var_ps(r1[2 * k], l2a, r1[2 * k + 1]),
+                                      _mm512_permutex2var_ps(r1[2 * k], l2b, r1[2 * k + 1]));
+            const __m512 r3 = _mm512_add_ps(_mm512_permutex2var_ps(r2[0], l3a, r2[1]),
+                                            _mm512_permutex2var_ps(r2[0], l3b, r2[1]));
+            const __m512 h = _mm512_add_ps(_mm512_permutex2var_ps(r3, l4a, r3), _mm512_permutex2var_ps(r3, l4b, r3));
+            _mm256_storeu_ps(sv + 8 * half, _mm512_castps512_ps256(h));
+        }
         for (int j = 0; j < 16; j++) {
             float x = sv[j];
             for (int d = n16; d < head_dim; d++) x = fmaf(q[d], sl_kv_get(k_pool, kv_type, at[j] + d), x);
