@@ -84,34 +84,38 @@ SL_TARGET_AVX2 static void sl_att_scores_avx2(const float *q, const void *k_pool
     SL_AVX2_LEAVE();
 }
 
-/* One pass of the values over the tokens for nv (1..8) 8-lane chunks at d0 in named registers, for one V
- * element type (inlined with constants, as sl_att_vpass_avx512 below: an accumulator array indexed by a
- * run-time bound stays in memory, and every fma then waits for a store to forward). */
-SL_TARGET_AVX2 SL_INLINE void sl_att_vpass_avx2(const float *p, const void *v_pool, const int f16, const int nv,
-                                               sl_att_it it, int n_ctx, size_t d0, float *out) {
-    const int kv_type = f16 ? SL_DTYPE_F16 : SL_DTYPE_F32;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    for (int t = 0; t < n_ctx; t++) {
-        const size_t at = sl_att_next(&it) + d0;
-        const __m256 pt = _mm256_set1_ps(p[t]);
-        a0 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at), a0);
-        if (nv > 1) a1 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 8), a1);
-        if (nv > 2) a2 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 16), a2);
-        if (nv > 3) a3 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 24), a3);
-        if (nv > 4) a4 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 32), a4);
-        if (nv > 5) a5 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 40), a5);
-        if (nv > 6) a6 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 48), a6);
-        if (nv > 7) a7 = _mm256_fmadd_ps(pt, sl_kv_load8_avx2(v_pool, kv_type, at + 56), a7);
+/* One pass of the values over the tokens for nv (1..8) W-lane chunks at d0, in named registers (an accumulator
+ * array indexed by a run-time bound stays in memory, and every fma then waits for a store to forward), for one
+ * V element type: inlined with f16 and nv constant, so the loop holds no branch. One body for both widths:
+ * VEC the vector type, W its lanes, LOAD(pool, type, i) the V elements [i, i + W) as f32. */
+#define SL_ATT_VPASS_DEFINE(NAME, TARGET, VEC, W, SETZERO, SET1, FMADD, LOAD, STOREU)                              \
+    TARGET SL_INLINE void NAME(const float *p, const void *v_pool, const int f16, const int nv, sl_att_it it,      \
+                               int n_ctx, size_t d0, float *out) {                                                \
+        const int kv_type = f16 ? SL_DTYPE_F16 : SL_DTYPE_F32;                                                    \
+        VEC a0 = SETZERO(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;                        \
+        for (int t = 0; t < n_ctx; t++) {                                                                         \
+            const size_t at = sl_att_next(&it) + d0;                                                              \
+            const VEC pt = SET1(p[t]);                                                                            \
+            a0 = FMADD(pt, LOAD(v_pool, kv_type, at), a0);                                                        \
+            if (nv > 1) a1 = FMADD(pt, LOAD(v_pool, kv_type, at + W), a1);                                        \
+            if (nv > 2) a2 = FMADD(pt, LOAD(v_pool, kv_type, at + 2 * W), a2);                                    \
+            if (nv > 3) a3 = FMADD(pt, LOAD(v_pool, kv_type, at + 3 * W), a3);                                    \
+            if (nv > 4) a4 = FMADD(pt, LOAD(v_pool, kv_type, at + 4 * W), a4);                                    \
+            if (nv > 5) a5 = FMADD(pt, LOAD(v_pool, kv_type, at + 5 * W), a5);                                    \
+            if (nv > 6) a6 = FMADD(pt, LOAD(v_pool, kv_type, at + 6 * W), a6);                                    \
+            if (nv > 7) a7 = FMADD(pt, LOAD(v_pool, kv_type, at + 7 * W), a7);                                    \
+        }                                                                                                         \
+        STOREU(out, a0);                                                                                          \
+        if (nv > 1) STOREU(out + W, a1);                                                                          \
+        if (nv > 2) STOREU(out + 2 * W, a2);                                                                      \
+        if (nv > 3) STOREU(out + 3 * W, a3);                                                                      \
+        if (nv > 4) STOREU(out + 4 * W, a4);                                                                      \
+        if (nv > 5) STOREU(out + 5 * W, a5);                                                                      \
+        if (nv > 6) STOREU(out + 6 * W, a6);                                                                      \
+        if (nv > 7) STOREU(out + 7 * W, a7);                                                                      \
     }
-    _mm256_storeu_ps(out, a0);
-    if (nv > 1) _mm256_storeu_ps(out + 8, a1);
-    if (nv > 2) _mm256_storeu_ps(out + 16, a2);
-    if (nv > 3) _mm256_storeu_ps(out + 24, a3);
-    if (nv > 4) _mm256_storeu_ps(out + 32, a4);
-    if (nv > 5) _mm256_storeu_ps(out + 40, a5);
-    if (nv > 6) _mm256_storeu_ps(out + 48, a6);
-    if (nv > 7) _mm256_storeu_ps(out + 56, a7);
-}
+SL_ATT_VPASS_DEFINE(sl_att_vpass_avx2, SL_TARGET_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+                    sl_kv_load8_avx2, _mm256_storeu_ps)
 
 /* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~7); returns that bound.
  * Eight ymm accumulators (64 dims, the common head size) per pass over the tokens. */
@@ -290,26 +294,10 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
 #undef SL_SPASS
 }
 
-/* One pass of the values over the tokens for nv (1..4) 16-lane chunks at d0, in four named registers (an
- * array indexed by a run-time bound stayed in memory: every fma waited for a store to forward), for one V
- * element type: inlined with constants, so the loop holds no branch. */
-SL_TARGET_AVX512 SL_INLINE void sl_att_vpass_avx512(const float *p, const void *v_pool, const int f16, const int nv,
-                                                    sl_att_it it, int n_ctx, size_t d0, float *out) {
-    const int kv_type = f16 ? SL_DTYPE_F16 : SL_DTYPE_F32;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int t = 0; t < n_ctx; t++) {
-        const size_t at = sl_att_next(&it) + d0;
-        const __m512 pt = _mm512_set1_ps(p[t]);
-        a0 = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at), a0);
-        if (nv > 1) a1 = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 16), a1);
-        if (nv > 2) a2 = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 32), a2);
-        if (nv > 3) a3 = _mm512_fmadd_ps(pt, sl_kv_load16_avx512(v_pool, kv_type, at + 48), a3);
-    }
-    _mm512_storeu_ps(out, a0);
-    if (nv > 1) _mm512_storeu_ps(out + 16, a1);
-    if (nv > 2) _mm512_storeu_ps(out + 32, a2);
-    if (nv > 3) _mm512_storeu_ps(out + 48, a3);
-}
+/* The values pass on zmm: 16 lanes, nv <= 4 (64 dims) per pass. */
+SL_ATT_VPASS_DEFINE(sl_att_vpass_avx512, SL_TARGET_AVX512, __m512, 16, _mm512_setzero_ps, _mm512_set1_ps,
+                    _mm512_fmadd_ps, sl_kv_load16_avx512, _mm512_storeu_ps)
+#undef SL_ATT_VPASS_DEFINE
 
 /* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~15); returns that bound.
  * Four zmm accumulators (64 dims) per pass over the tokens. */
