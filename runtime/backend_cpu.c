@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "kcpu.h"
@@ -66,8 +67,11 @@ static void *sl_cpu_map(size_t bytes, int huge) {
     uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED) return NULL;
     uint8_t *p = (uint8_t *)(((uintptr_t)raw + SL_CPU_HUGE - 1) & ~(uintptr_t)(SL_CPU_HUGE - 1));
-    if (p > raw) munmap(raw, (size_t)(p - raw));                  /* the slack before the aligned start */
-    if (raw + span > p + bytes) munmap(p + bytes, (size_t)(raw + span - (p + bytes))); /* and after the end */
+    if (p > raw) munmap(raw, (size_t)(p - raw)); /* the slack before the aligned start */
+    /* and after the end, from the first page boundary past it (munmap wants page-aligned addresses) */
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uint8_t *tail = (uint8_t *)(((uintptr_t)(p + bytes) + page - 1) & ~(uintptr_t)(page - 1));
+    if (raw + span > tail) munmap(tail, (size_t)(raw + span - tail));
 #ifdef MADV_HUGEPAGE
     if (huge) (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint: refused (THP off) it changes nothing */
 #endif
