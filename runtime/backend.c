@@ -6,6 +6,12 @@
  * (1-based, counted per process) return SL_DEVICE, as a real device error would. "<op>:<n>@<tag>" counts
  * only the calls made from threads whose fault tag is <tag> (sl_backend_fault_tag_set; the engine tags each
  * replica's thread with the replica's index), so one chosen replica fails while the others go on.
+ *
+ * SLUICE_PROFILE_OPS=1 times every dispatched call (wall clock around the backend's entry) and prints, at
+ * exit, a table to stderr: per operation the calls, total milliseconds and share; matmul_multi is listed as
+ * "matmul_multi/<n>" (3: Q, K and V; 2: gate and up). On the CPU that is where a step's time goes; a device
+ * backend returns as soon as work is queued, so there the times are the host's, and the device's time shows in
+ * synchronize. Off (the default), the cost is one predictable branch per call.
  */
 #include "backend.h"
 
@@ -13,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "sl_util.h"
 
@@ -50,12 +57,74 @@ static sl_status sl__fault(const char *op) {
     return SL_OK;
 }
 
+/* ---- SLUICE_PROFILE_OPS ---------------------------------------------------------------------------------- */
+#define SL__PROF_MAX 32
+static const char *sl__prof_name[SL__PROF_MAX]; /* string literals, compared by address */
+static _Atomic uint64_t sl__prof_ns[SL__PROF_MAX], sl__prof_calls[SL__PROF_MAX];
+static int sl__prof_n;
+static int sl__prof_on;
+static pthread_mutex_t sl__prof_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t sl__prof_once = PTHREAD_ONCE_INIT;
+
+static void sl__prof_report(void) {
+    uint64_t total = 0;
+    for (int i = 0; i < sl__prof_n; i++) total += atomic_load(&sl__prof_ns[i]);
+    fprintf(stderr, "sluice: backend operations (SLUICE_PROFILE_OPS), wall time per call on the calling thread\n"
+                    "  %-16s %10s %12s %10s %7s\n", "operation", "calls", "total ms", "mean us", "share");
+    for (int i = 0; i < sl__prof_n; i++) {
+        const uint64_t ns = atomic_load(&sl__prof_ns[i]), calls = atomic_load(&sl__prof_calls[i]);
+        fprintf(stderr, "  %-16s %10llu %12.3f %10.2f %6.1f%%\n", sl__prof_name[i], (unsigned long long)calls,
+                (double)ns * 1e-6, calls ? (double)ns * 1e-3 / (double)calls : 0.0,
+                total ? 100.0 * (double)ns / (double)total : 0.0);
+    }
+}
+
+static void sl__prof_init(void) {
+    const char *s = getenv("SLUICE_PROFILE_OPS");
+    sl__prof_on = s && *s && strcmp(s, "0") != 0;
+    if (sl__prof_on) atexit(sl__prof_report);
+}
+
+static inline int sl__prof_enabled(void) {
+    pthread_once(&sl__prof_once, sl__prof_init);
+    return sl__prof_on;
+}
+
+static uint64_t sl__prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Adds one call of `name` (a string literal: its address is its identity) taking ns. */
+static void sl__prof_add(const char *name, uint64_t ns) {
+    int i = 0;
+    const int n = __atomic_load_n(&sl__prof_n, __ATOMIC_ACQUIRE);
+    while (i < n && sl__prof_name[i] != name) i++;
+    if (i == n) {
+        pthread_mutex_lock(&sl__prof_mu);
+        for (i = 0; i < sl__prof_n && sl__prof_name[i] != name; i++) {}
+        if (i == sl__prof_n && sl__prof_n < SL__PROF_MAX) {
+            sl__prof_name[i] = name;
+            __atomic_store_n(&sl__prof_n, sl__prof_n + 1, __ATOMIC_RELEASE);
+        }
+        pthread_mutex_unlock(&sl__prof_mu);
+        if (i >= SL__PROF_MAX) return;
+    }
+    atomic_fetch_add_explicit(&sl__prof_ns[i], ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sl__prof_calls[i], 1, memory_order_relaxed);
+}
+
 #define SL__DISPATCH(op, ...)                                                                               \
     do {                                                                                                    \
         sl_status st_ = sl__fault(#op);                                                                     \
         if (st_ != SL_OK) return st_;                                                                       \
         SL_ASSERT(b->iface->op != NULL);                                                                    \
-        return b->iface->op(b->ctx, __VA_ARGS__);                                                           \
+        if (!sl__prof_enabled()) return b->iface->op(b->ctx, __VA_ARGS__);                                  \
+        const uint64_t t0_ = sl__prof_now();                                                                \
+        st_ = b->iface->op(b->ctx, __VA_ARGS__);                                                            \
+        sl__prof_add(#op, sl__prof_now() - t0_);                                                            \
+        return st_;                                                                                         \
     } while (0)
 
 void sl_backend_free(sl_backend *b) {
@@ -139,7 +208,13 @@ sl_status sl_backend_matmul_multi(sl_backend *b, int n, const sl_weight *const *
         sl_status st = sl__fault("matmul");
         if (st != SL_OK) return st;
     }
-    return b->iface->matmul_multi(b->ctx, n, ws, x, n_rows, ys);
+    if (!sl__prof_enabled()) return b->iface->matmul_multi(b->ctx, n, ws, x, n_rows, ys);
+    static const char *const names[] = {"matmul_multi/0", "matmul_multi/1", "matmul_multi/2", "matmul_multi/3",
+                                        "matmul_multi/4", "matmul_multi/n"};
+    const uint64_t t0 = sl__prof_now();
+    const sl_status st = b->iface->matmul_multi(b->ctx, n, ws, x, n_rows, ys);
+    sl__prof_add(names[n >= 0 && n < 5 ? n : 5], sl__prof_now() - t0);
+    return st;
 }
 
 sl_status sl_backend_get_rows(sl_backend *b, const sl_weight *w, const int32_t *ids, int n, float *out) {

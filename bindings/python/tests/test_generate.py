@@ -161,3 +161,17 @@ def test_kv_cache_type_follows_the_precision(llm: LLM) -> None:
             info.n_embd // info.n_head) * 4
     with make_llm(kv_dtype="f32") as f32:
         assert f32.model_info.kv_dtype == "f32"
+
+
+def test_profile_ops_prints_where_the_time_went() -> None:
+    """SLUICE_PROFILE_OPS=1: the CLI's process prints the per-operation table at exit; unset, nothing."""
+    args = [_cli(), "generate", "-m", STORIES, "-t", "1", "--temp", "0", "-n", "5", "-p", "Lily"]
+    on = subprocess.run(args, capture_output=True, timeout=120, env={**os.environ, "SLUICE_PROFILE_OPS": "1"})
+    assert on.returncode == 0, on.stderr.decode()
+    err = on.stderr.decode()
+    assert "backend operations (SLUICE_PROFILE_OPS)" in err
+    rows = {line.split()[0]: line.split() for line in err.splitlines() if line.startswith("  ") and "%" in line}
+    assert {"attention", "rms_norm", "matmul"} <= set(rows) and int(rows["attention"][1]) >= 5 * 5  # 5 layers
+    env = {k: v for k, v in os.environ.items() if k != "SLUICE_PROFILE_OPS"}
+    off = subprocess.run(args, capture_output=True, timeout=120, env=env)
+    assert off.returncode == 0 and "SLUICE_PROFILE_OPS" not in off.stderr.decode()
