@@ -117,39 +117,39 @@ SL_TARGET_AVX2 static void sl_att_scores_avx2(const float *q, const void *k_pool
 SL_ATT_VPASS_DEFINE(sl_att_vpass_avx2, SL_TARGET_AVX2, __m256, 8, _mm256_setzero_ps, _mm256_set1_ps, _mm256_fmadd_ps,
                     sl_kv_load8_avx2, _mm256_storeu_ps)
 
-/* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~7); returns that bound.
- * Eight ymm accumulators (64 dims, the common head size) per pass over the tokens. */
-SL_TARGET_AVX2 static int sl_att_values_avx2(const float *p, const void *v_pool, int kv_type,
-                                             const int32_t *block_table, int block_size, int n_ctx, int n_head_kv,
-                                             int kvh, int head_dim, float *out) {
-    const int n8 = head_dim & ~7, f16 = kv_type == SL_DTYPE_F16;
-    const sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
-    for (int d0 = 0; d0 < n8; d0 += 64) {
-        const int nv = (n8 - d0 < 64 ? n8 - d0 : 64) / 8;
-        float *o = out + d0;
-#define SL_VPASS(F, N) sl_att_vpass_avx2(p, v_pool, F, N, it, n_ctx, (size_t)d0, o)
-#define SL_VPASS_ALL(F)                                                                                     \
-    switch (nv) {                                                                                           \
-    case 8: SL_VPASS(F, 8); break;                                                                          \
-    case 7: SL_VPASS(F, 7); break;                                                                          \
-    case 6: SL_VPASS(F, 6); break;                                                                          \
-    case 5: SL_VPASS(F, 5); break;                                                                          \
-    case 4: SL_VPASS(F, 4); break;                                                                          \
-    case 3: SL_VPASS(F, 3); break;                                                                          \
-    case 2: SL_VPASS(F, 2); break;                                                                          \
-    default: SL_VPASS(F, 1); break;                                                                         \
+/* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~(W - 1)); returns that bound.
+ * Passes of 64 dims over the tokens, each dispatched to the pass inlined for its chunk count and V type. */
+#define SL_ATT_VALUES_DEFINE(NAME, TARGET, VPASS, W, LEAVE)                                                        \
+    TARGET static int NAME(const float *p, const void *v_pool, int kv_type, const int32_t *block_table,           \
+                           int block_size, int n_ctx, int n_head_kv, int kvh, int head_dim, float *out) {          \
+        const int nw = head_dim & ~(W - 1), f16 = kv_type == SL_DTYPE_F16;                                      \
+        const sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);                   \
+        for (int d0 = 0; d0 < nw; d0 += 64) {                                                                   \
+            const int nv = (nw - d0 < 64 ? nw - d0 : 64) / W;                                                   \
+            float *o = out + d0;                                                                                \
+            switch (nv + 8 * f16) {                                                                             \
+            case 8: VPASS(p, v_pool, 0, 8, it, n_ctx, (size_t)d0, o); break;                                    \
+            case 7: VPASS(p, v_pool, 0, 7, it, n_ctx, (size_t)d0, o); break;                                    \
+            case 6: VPASS(p, v_pool, 0, 6, it, n_ctx, (size_t)d0, o); break;                                    \
+            case 5: VPASS(p, v_pool, 0, 5, it, n_ctx, (size_t)d0, o); break;                                    \
+            case 4: VPASS(p, v_pool, 0, 4, it, n_ctx, (size_t)d0, o); break;                                    \
+            case 3: VPASS(p, v_pool, 0, 3, it, n_ctx, (size_t)d0, o); break;                                    \
+            case 2: VPASS(p, v_pool, 0, 2, it, n_ctx, (size_t)d0, o); break;                                    \
+            case 1: VPASS(p, v_pool, 0, 1, it, n_ctx, (size_t)d0, o); break;                                    \
+            case 16: VPASS(p, v_pool, 1, 8, it, n_ctx, (size_t)d0, o); break;                                   \
+            case 15: VPASS(p, v_pool, 1, 7, it, n_ctx, (size_t)d0, o); break;                                   \
+            case 14: VPASS(p, v_pool, 1, 6, it, n_ctx, (size_t)d0, o); break;                                   \
+            case 13: VPASS(p, v_pool, 1, 5, it, n_ctx, (size_t)d0, o); break;                                   \
+            case 12: VPASS(p, v_pool, 1, 4, it, n_ctx, (size_t)d0, o); break;                                   \
+            case 11: VPASS(p, v_pool, 1, 3, it, n_ctx, (size_t)d0, o); break;                                   \
+            case 10: VPASS(p, v_pool, 1, 2, it, n_ctx, (size_t)d0, o); break;                                   \
+            default: VPASS(p, v_pool, 1, 1, it, n_ctx, (size_t)d0, o); break;                                   \
+            }                                                                                                   \
+        }                                                                                                       \
+        LEAVE();                                                                                                \
+        return nw;                                                                                              \
     }
-        if (f16) {
-            SL_VPASS_ALL(1)
-        } else {
-            SL_VPASS_ALL(0)
-        }
-#undef SL_VPASS_ALL
-#undef SL_VPASS
-    }
-    SL_AVX2_LEAVE();
-    return n8;
-}
+SL_ATT_VALUES_DEFINE(sl_att_values_avx2, SL_TARGET_AVX2, sl_att_vpass_avx2, 8, SL_AVX2_LEAVE)
 #endif
 
 #if SL_KCPU_X86
@@ -297,29 +297,9 @@ SL_TARGET_AVX512 static void sl_att_scores_avx512(const float *q, const void *k_
 /* The values pass on zmm: 16 lanes, nv <= 4 (64 dims) per pass. */
 SL_ATT_VPASS_DEFINE(sl_att_vpass_avx512, SL_TARGET_AVX512, __m512, 16, _mm512_setzero_ps, _mm512_set1_ps,
                     _mm512_fmadd_ps, sl_kv_load16_avx512, _mm512_storeu_ps)
+SL_ATT_VALUES_DEFINE(sl_att_values_avx512, SL_TARGET_AVX512, sl_att_vpass_avx512, 16, sl__avx512_clean)
+#undef SL_ATT_VALUES_DEFINE
 #undef SL_ATT_VPASS_DEFINE
-
-/* out[d] = sum over t of p[t] * V[t][d] in token order, for d in [0, head_dim & ~15); returns that bound.
- * Four zmm accumulators (64 dims) per pass over the tokens. */
-SL_TARGET_AVX512 static int sl_att_values_avx512(const float *p, const void *v_pool, int kv_type,
-                                                 const int32_t *block_table, int block_size, int n_ctx, int n_head_kv,
-                                                 int kvh, int head_dim, float *out) {
-    const int n16 = head_dim & ~15, f16 = kv_type == SL_DTYPE_F16;
-    const sl_att_it it = sl_att_begin(block_table, block_size, n_head_kv, kvh, head_dim);
-    for (int d0 = 0; d0 < n16; d0 += 64) {
-        const int nv = (n16 - d0 < 64 ? n16 - d0 : 64) / 16;
-        float *o = out + d0;
-#define SL_VPASS(F, N) sl_att_vpass_avx512(p, v_pool, F, N, it, n_ctx, (size_t)d0, o)
-        if (f16) {
-            if (nv == 4) SL_VPASS(1, 4); else if (nv == 3) SL_VPASS(1, 3); else if (nv == 2) SL_VPASS(1, 2); else SL_VPASS(1, 1);
-        } else {
-            if (nv == 4) SL_VPASS(0, 4); else if (nv == 3) SL_VPASS(0, 3); else if (nv == 2) SL_VPASS(0, 2); else SL_VPASS(0, 1);
-        }
-#undef SL_VPASS
-    }
-    sl__avx512_clean();
-    return n16;
-}
 #endif
 
 /* The largest score, vectorized (an order-free reduction: any grouping gives the same value). */
