@@ -12,7 +12,9 @@
  *   cold: a new copy of the matrix each call, from a pool larger than the last-level cache, so the weights
  *         stream from DRAM as they do in decode of a model bigger than the cache
  * Reference lines first: memcpy and plain read bandwidth over the same pool size, the int8 ceiling (512-bit
- * vpdpbusd per second, where the CPU has AVX512-VNNI), and OpenBLAS sgemm on one thread.
+ * vpdpbusd per second, where the CPU has AVX512-VNNI), and OpenBLAS sgemm on one thread. After the products:
+ * attention as a 16-stream decode step calls it (40 and 512 keys, KV hot or from memory) and one sampler draw
+ * over a 49152-token vocabulary.
  * Each figure is the best of several timed batches (the machine is shared; the best is the least disturbed).
  *
  * The types of the K-quants family (and Q5_0, Q5_1, IQ4_NL) follow in a second table at the shapes of a
@@ -28,6 +30,7 @@
 
 #include "kcpu.h"
 #include "kdtype.h"
+#include "sampler.h"
 
 /* Larger than the last-level cache of current server parts (up to ~500 MiB on some), so "cold" reads DRAM. */
 #define POOL_BYTES ((size_t)1 << 30)
@@ -261,7 +264,10 @@ static void bench_kquants(uint8_t *pool, double min_s, int batches) {
     const int max_rows = 16, max_in = 5632, max_out = 5632;
     float *x = malloc(sizeof(float) * max_rows * max_in);
     for (int i = 0; i < max_rows * max_in; i++) x[i] = rand_f32();
-    uint8_t *xq = malloc((size_t)2 * max_in * max_rows); /* over the largest activation row: 44 bytes per 32 (Q8 + f32 scales) */
+    /* the largest activation row of any type: Q8 blocks with their f32 scales (44 bytes per 32), or Q8_K */
+    size_t xq_row = sl_k_act_row_bytes(SL_DTYPE_Q4_1, max_in);
+    if (sl_k_act_row_bytes(SL_DTYPE_Q4_K, max_in) > xq_row) xq_row = sl_k_act_row_bytes(SL_DTYPE_Q4_K, max_in);
+    uint8_t *xq = malloc(xq_row * max_rows);
     float *y = malloc(sizeof(float) * (size_t)max_rows * max_out);
     float *src = malloc(sizeof(float) * (size_t)max_out * max_in);
     if (!x || !xq || !y || !src) {
@@ -281,6 +287,76 @@ static void bench_kquants(uint8_t *pool, double min_s, int batches) {
     }
     printf("\nquantize one activation row to q8_K, n_in 2048: %.2f us\n", best * 1e6);
     free(x), free(xq), free(y), free(src);
+}
+
+/* Attention as a 16-stream decode step calls it: 16 rows x the default model's 9 query / 3 KV heads of 64
+ * dims, each row over its own sequence of n_ctx keys in f16, blocks of 16 scattered over the pool; one layer
+ * (hot: KV in L2) or 30 layers in turn (the model's KV, from memory). Microseconds per layer-call, one thread. */
+static void bench_attention(double min_s, int batches) {
+    enum { ROWS = 16, H = 9, HKV = 3, D = 64, BS = 16 };
+    const int ctxs[] = {40, 512};
+    printf("\nattention, %d rows x %d heads (%d KV) x %d dims, f16 KV, one thread: us per layer\n", ROWS, H, HKV, D);
+    for (size_t ci = 0; ci < 2; ci++) {
+        const int n_ctx = ctxs[ci], nb = (n_ctx + BS - 1) / BS;
+        for (int layers = 1; layers <= 30; layers += 29) {
+            const size_t slots = (size_t)ROWS * nb * BS, pool_bytes = slots * HKV * D * sizeof(sl_fp16_t);
+            uint8_t **kp = malloc(sizeof *kp * layers), **vp = malloc(sizeof *vp * layers);
+            for (int l = 0; l < layers; l++) {
+                kp[l] = malloc(pool_bytes), vp[l] = malloc(pool_bytes);
+                memset(kp[l], 0x31, pool_bytes), memset(vp[l], 0x31, pool_bytes); /* small finite halves */
+            }
+            int32_t *bt = malloc(sizeof *bt * (size_t)ROWS * nb);
+            for (int r = 0; r < ROWS; r++)
+                for (int b = 0; b < nb; b++) bt[r * nb + b] = b * ROWS + r; /* sequences interleaved by block */
+            float q[H * D], out[H * D], *scratch = malloc(sizeof(float) * (size_t)n_ctx);
+            for (int i = 0; i < H * D; i++) q[i] = rand_f32();
+            double best = 1e30;
+            for (int bi = 0; bi < batches; bi++) {
+                long calls = 0;
+                const double t0 = now_s();
+                do {
+                    for (int l = 0; l < layers; l++, calls++)
+                        for (int r = 0; r < ROWS; r++)
+                            for (int g = 0; g < HKV; g++)
+                                sl_k_attention(q, out, g * (H / HKV), (g + 1) * (H / HKV), H, HKV, D, kp[l], vp[l],
+                                               SL_DTYPE_F16, bt + r * nb, BS, n_ctx, 0.125f, scratch);
+                } while (now_s() - t0 < min_s);
+                const double per = (now_s() - t0) / (double)calls;
+                best = per < best ? per : best;
+            }
+            printf("  %4d keys, %2d layer%s: %8.1f us\n", n_ctx, layers, layers > 1 ? "s" : " ", best * 1e6);
+            for (int l = 0; l < layers; l++) free(kp[l]), free(vp[l]);
+            free(kp), free(vp), free(bt), free(scratch);
+        }
+    }
+}
+
+/* One sampler draw over the default model's 49152-token vocabulary, temperature 0.7, nothing else set (the
+ * engine's common case): microseconds per draw, one thread. */
+static void bench_draw(int batches) {
+    enum { V = 49152 };
+    float *logits = malloc(sizeof(float) * V);
+    for (int i = 0; i < V; i++) logits[i] = 10.0f * rand_f32();
+    sl_sampler_scratch *s = NULL;
+    if (sl_sampler_scratch_create(V, &s) != SL_OK) return;
+    sl_sampling_params p;
+    sl_sampling_params_init(&p);
+    p.temperature = 0.7f;
+    sl_sample_input in = {.logits = logits, .n_vocab = V, .params = &p, .n_top_logprobs = -1};
+    sl_rng rng;
+    sl_rng_seed(&rng, 1, 0);
+    double best = 1e30;
+    for (int b = 0; b < batches; b++) {
+        const int iters = 500;
+        sl_sample_output o;
+        const double t0 = now_s();
+        for (int i = 0; i < iters; i++) sl_sample(&in, &rng, s, &o);
+        const double per = (now_s() - t0) / iters;
+        best = per < best ? per : best;
+    }
+    printf("\nsampler draw, %d-token vocabulary, temperature 0.7: %.1f us\n", V, best * 1e6);
+    sl_sampler_scratch_free(s);
+    free(logits);
 }
 
 int main(int argc, char **argv) {
@@ -319,7 +395,7 @@ int main(int argc, char **argv) {
     const int max_rows = 16, max_in = 1536;
     float *x = malloc(sizeof(float) * max_rows * max_in);
     for (int i = 0; i < max_rows * max_in; i++) x[i] = rand_f32();
-    uint8_t *xq = malloc(sizeof(sl_block_q8_1) * (max_in / 32) * max_rows);
+    uint8_t *xq = malloc(sl_k_act_row_bytes(SL_DTYPE_Q4_1, max_in) * max_rows); /* the largest rows: blocks + scales */
     float *y = malloc(sizeof(float) * (size_t)max_rows * 49152);
     float *src = malloc(sizeof(float) * (size_t)49152 * 576);
 
@@ -340,6 +416,8 @@ int main(int argc, char **argv) {
     }
     printf("\n");
     free(x), free(xq), free(y), free(src);
+    bench_attention(min_s, batches);
+    bench_draw(batches);
     bench_kquants(pool, min_s, batches);
     free(pool);
     return 0;
