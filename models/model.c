@@ -37,7 +37,7 @@ struct sl_model {
 #define SL_MAX_EMBD 65536
 #define SL_MAX_LAYERS 512
 #define SL_MAX_HEADS 1024
-#define SL_MAX_HEAD_DIM 1024
+#define SL_MAX_HEAD_DIM SL_K_MAX_HEAD_DIM /* the kernels' bound (kcpu.h) */
 #define SL_MAX_FF (1 << 20)
 #define SL_MAX_VOCAB (1 << 22)
 #define SL_MAX_CTX (1 << 24)

@@ -150,7 +150,7 @@ static void mm_task(void *arg, int ith, int nth) {
         const sl_weight *w = t->ws[i];
         int o0, o1;
         /* 16-column units keep each thread's share a whole number of the kernels' register tiles. */
-        sl_split_range(w->n_out, 16, ith, nth, &o0, &o1);
+        sl_split_range(w->n_out, SL_QP_GROUP, ith, nth, &o0, &o1);
         if (o0 >= o1) continue;
         if (t->xq && w->packed)
             sl_k_matmul_qp(w->type, w->data, o0, o1, w->n_in, t->xq, t->xq_row_bytes, t->n_rows, t->ys[i], w->n_out);

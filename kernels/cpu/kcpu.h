@@ -87,8 +87,8 @@ void sl_k_unpack_q_row(int wtype, const void *packed, int n_in, int row, void *o
  * them per block and row. sl_k_matmul_q reads the blocks alone, so one such row serves both. */
 size_t sl_k_act_row_bytes(int wtype, int n_in);
 void sl_k_quantize_act_row(int wtype, const float *x, void *dst, int n_in);
-/* sl_k_matmul_q on packed weights, xq rows made by sl_k_quantize_act_row: o0 a multiple of SL_QP_GROUP (any
- * o1 <= n_out). */
+/* sl_k_matmul_q on packed weights, xq rows made by sl_k_quantize_act_row, outputs [o0, o1) (o1 <= n_out). An o0
+ * that is a multiple of SL_QP_GROUP takes the SIMD tiles; another runs the scalar code (same bits). */
 void sl_k_matmul_qp(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq, size_t xq_row_bytes,
                     int n_rows, float *y, int ldy);
 
@@ -100,7 +100,9 @@ void sl_k_rms_norm(const float *x, const float *w, float *y, int n, float eps);
 void sl_k_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float freq_base, float freq_scale);
 /* The same in two halves, so the angles of a position are computed once for every layer and head:
  * cs[2i], cs[2i + 1] = cos, sin of pair i's angle (n_rot <= SL_K_ROPE_MAX_ROT), then the rotation. */
-#define SL_K_ROPE_MAX_ROT 1024 /* the model loader's bound on head_dim */
+#define SL_K_MAX_HEAD_DIM 1024 /* the largest head_dim the kernels take (RoPE's angles, attention's query
+                                * registers); models/model.c refuses larger heads with this bound */
+#define SL_K_ROPE_MAX_ROT SL_K_MAX_HEAD_DIM
 void sl_k_rope_angles(int32_t pos, int n_rot, float freq_base, float freq_scale, float *cs);
 void sl_k_rope_apply(float *x, int n_heads, int head_dim, int n_rot, const float *cs);
 /* out = silu(gate) * up, n elements (out may alias gate). */

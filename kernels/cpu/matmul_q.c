@@ -217,6 +217,10 @@ void sl_k_matmul_qp(int wtype, const void *packed, int o0, int o1, int n_in, con
                     int n_rows, float *y, int ldy) {
     if (!sl_k_pack_supported(wtype) || o0 >= o1 || n_rows <= 0 || n_in <= 0) return;
 #if SL_KCPU_X86
+    if (o0 % SL_QP_GROUP != 0) { /* the SIMD tiles start at a group's first lane: the scalar code takes any o0 */
+        sl_matmul_qp_scalar(wtype, packed, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);
+        return;
+    }
     sl_simd_level level = sl__kcpu_level();
     if (level == SL_SIMD_AVX512 && sl__kcpu_use_vnni512()) {
         sl__matmul_qp_avx512vnni(wtype, packed, o0, o1, n_in, xq, xq_row_bytes, n_rows, y, ldy);

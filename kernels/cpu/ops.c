@@ -55,37 +55,44 @@ void sl_k_rms_norm(const float *x, const float *w, float *y, int n, float eps) {
 
 /* ---- RoPE ------------------------------------------------------------------------------------------------ */
 
-void sl_k_rope_angles(int32_t pos, int n_rot, float freq_base, float freq_scale, float *cs) {
-    for (int i = 0; i < n_rot / 2; i++) {
-        /* The angle in double: a float angle pos * theta_i is off by up to pos * 2^-24 rad (2e-3 rad at
-         * pos 32768, moving a rotated pair by 0.2% of its length). cos and sin are then rounded to float once. */
-        const double theta = (double)pos * (double)freq_scale * pow((double)freq_base, -2.0 * i / (double)n_rot);
-        double sd, cd;
-        sincos(theta, &sd, &cd);
-        cs[2 * i] = (float)cd;
-        cs[2 * i + 1] = (float)sd;
+/* cos and sin of pair i's angle. The angle in double: a float angle pos * theta_i is off by up to pos * 2^-24
+ * rad (2e-3 rad at pos 32768, moving a rotated pair by 0.2% of its length); cos and sin are rounded once. */
+static inline void sl_rope_cs(int32_t pos, int i, int n_rot, float freq_base, float freq_scale, float *c, float *s) {
+    const double theta = (double)pos * (double)freq_scale * pow((double)freq_base, -2.0 * i / (double)n_rot);
+    double sd, cd;
+    sincos(theta, &sd, &cd);
+    *c = (float)cd;
+    *s = (float)sd;
+}
+
+/* Rotates pair i of every head by (c, s). */
+static inline void sl_rope_pair(float *x, int n_heads, int head_dim, int i, float c, float s) {
+    for (int h = 0; h < n_heads; h++) {
+        float *p = x + (size_t)h * head_dim + 2 * i;
+        const double x0 = p[0], x1 = p[1];
+        /* float x float products are exact in double, so fused or not, every machine rounds once */
+        p[0] = (float)(x0 * c - x1 * s);
+        p[1] = (float)(x0 * s + x1 * c);
     }
+}
+
+void sl_k_rope_angles(int32_t pos, int n_rot, float freq_base, float freq_scale, float *cs) {
+    for (int i = 0; i < n_rot / 2; i++) sl_rope_cs(pos, i, n_rot, freq_base, freq_scale, &cs[2 * i], &cs[2 * i + 1]);
 }
 
 void sl_k_rope_apply(float *x, int n_heads, int head_dim, int n_rot, const float *cs) {
     if (n_rot > head_dim) n_rot = head_dim;
-    for (int i = 0; i < n_rot / 2; i++) {
-        const float c = cs[2 * i], s = cs[2 * i + 1];
-        for (int h = 0; h < n_heads; h++) {
-            float *p = x + (size_t)h * head_dim + 2 * i;
-            const double x0 = p[0], x1 = p[1];
-            /* float x float products are exact in double, so fused or not, every machine rounds once */
-            p[0] = (float)(x0 * c - x1 * s);
-            p[1] = (float)(x0 * s + x1 * c);
-        }
-    }
+    for (int i = 0; i < n_rot / 2; i++) sl_rope_pair(x, n_heads, head_dim, i, cs[2 * i], cs[2 * i + 1]);
 }
 
+/* Pair by pair, with no angle buffer: any n_rot (the two-step form above takes at most SL_K_ROPE_MAX_ROT). */
 void sl_k_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float freq_base, float freq_scale) {
     if (n_rot > head_dim) n_rot = head_dim;
-    float cs[SL_K_ROPE_MAX_ROT];
-    sl_k_rope_angles(pos, n_rot, freq_base, freq_scale, cs);
-    sl_k_rope_apply(x, n_heads, head_dim, n_rot, cs);
+    for (int i = 0; i < n_rot / 2; i++) {
+        float c, s;
+        sl_rope_cs(pos, i, n_rot, freq_base, freq_scale, &c, &s);
+        sl_rope_pair(x, n_heads, head_dim, i, c, s);
+    }
 }
 
 /* ---- SwiGLU, add, softmax: the AVX2 loops do whole vectors and return where the scalar tail starts ------ */
