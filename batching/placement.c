@@ -70,22 +70,33 @@ sl_status sl_placement_parse(const char *devices, int tp_size, sl_placement *out
         return sl__errorf(SL_INVALID_ARGUMENT, "devices lists %d entr%s, which is not a multiple of "
                           "tensor_parallel_size %d (each replica takes tensor_parallel_size consecutive entries)",
                           n, n == 1 ? "y" : "ies", tp_size);
+    /* The rules of what the model layer can run (models/llama_tp.c): a GPU tensor-parallel group's ranks share
+     * one GPU (the single-GPU communicator; ranks on several GPUs need NCCL, not wired yet), and a GPU serves one
+     * replica (each replica's KV cache takes gpu_memory_utilization of its device as measured when it loads,
+     * so a second replica there would find no room). */
     int n_rep = n / tp_size, n_cpu = 0;
     for (int r = 0; r < n_rep; r++) {
         const int *g = ids + r * tp_size;
         int cpu = 0;
         for (int i = 0; i < tp_size; i++) {
             cpu += g[i] == SL_DEVICE_CPU;
-            for (int j = 0; j < i && g[i] != SL_DEVICE_CPU; j++)
-                if (g[j] == g[i])
-                    return sl__errorf(SL_INVALID_ARGUMENT, "devices: replica %d names CUDA device %d twice; the "
-                                      "ranks of one tensor-parallel group need distinct GPUs", r, g[i]);
             if (g[i] > out->max_cuda) out->max_cuda = g[i];
         }
         if (cpu && cpu != tp_size)
             return sl__errorf(SL_INVALID_ARGUMENT, "devices: replica %d mixes cpu and CUDA entries; a "
                               "tensor-parallel group is all CPU or all GPUs", r);
         n_cpu += cpu > 0;
+        if (cpu) continue;
+        for (int i = 1; i < tp_size; i++)
+            if (g[i] != g[0])
+                return sl__errorf(SL_INVALID_ARGUMENT, "devices: replica %d spans CUDA devices %d and %d; "
+                                  "tensor parallelism across GPUs needs NCCL, which is not wired yet: give the "
+                                  "group's ranks one GPU (e.g. %d,%d)", r, g[0], g[i], g[0], g[0]);
+        for (int q = 0; q < r; q++)
+            if (ids[q * tp_size] == g[0])
+                return sl__errorf(SL_INVALID_ARGUMENT, "devices: replicas %d and %d both use CUDA device %d; a "
+                                  "GPU serves one replica (its KV cache takes gpu_memory_utilization of the device)",
+                                  q, r, g[0]);
     }
     out->devices = sl__malloc((size_t)n * sizeof(int));
     if (!out->devices) return sl__errorf(SL_OUT_OF_MEMORY, "device list");

@@ -257,6 +257,26 @@ Test(engine_replicas, bad_device_lists_are_refused) {
     refused("cpu", 0, "tensor_parallel_size 0 is outside [1, 64]");
     refused("cpu", 65, "tensor_parallel_size 65 is outside [1, 64]");
     refused("0,cpu", 2, "mixes cpu and CUDA");
+    refused("0,1", 2, "spans CUDA devices 0 and 1");
+    refused("0,0,1", 3, "spans CUDA devices 0 and 1");
+    refused("0,0", 1, "replicas 0 and 1 both use CUDA device 0");
+    refused("1,1,1,1", 2, "replicas 0 and 1 both use CUDA device 1");
+    /* one GPU for a whole tensor-parallel group is what the single-GPU communicator runs: the device list is
+     * accepted, so only a missing GPU refuses it */
+    sl_engine_t *e0 = NULL;
+    sl_status st0 = open_stories("0,0", 2, 4, &e0);
+    if (st0 != SL_OK) {
+        cr_assert_eq(st0, SL_INVALID_ARGUMENT);
+        cr_assert(strstr(sl_last_error(), "no CUDA device is usable"), "%s", sl_last_error());
+    }
+    sl_engine_free(e0);
+    /* "" means cpu, as NULL does */
+    cr_assert_eq(open_stories("", 1, 4, &e0), SL_OK, "%s", sl_last_error());
+    sl_engine_stats es;
+    sl_engine_stats_init(&es);
+    cr_assert_eq(sl_engine_get_stats(e0, &es), SL_OK);
+    cr_assert_eq(es.num_replicas, 1);
+    sl_engine_free(e0);
     /* "7" names a GPU: refused on a machine without one (all CI machines), with a message saying so */
     sl_engine_t *e = NULL;
     sl_status st = open_stories("7", 1, 4, &e);
