@@ -332,7 +332,12 @@ static void sl__process(const sl_sample_input *in, sl_sampler_scratch *s) {
     float *w = s->logits;
     uint32_t *count = s->count;
     sl_host_clean_logits(in->logits, w, in->n_vocab); /* sl__clean on every logit, vectorized */
-    for (size_t i = 0; i < p->n_logit_bias; i++) w[p->logit_bias[i].token] += p->logit_bias[i].bias;
+    /* Every change below goes through sl__clean again: a bias, a penalty below 1 or a negative penalty can push a
+     * finite logit to +inf, and the draws need no logit above FLT_MAX (their weights are relative to the max). */
+    for (size_t i = 0; i < p->n_logit_bias; i++) {
+        float *x = &w[p->logit_bias[i].token];
+        *x = sl__clean(*x + p->logit_bias[i].bias);
+    }
     if (p->repetition_penalty != 1.0f) {
         /* Once per distinct token of prompt + output: count marks the ones done. */
         const float rp = p->repetition_penalty;
@@ -343,7 +348,7 @@ static void sl__process(const sl_sample_input *in, sl_sampler_scratch *s) {
                 int32_t t = ids[i];
                 if (count[t]) continue;
                 count[t] = 1;
-                w[t] = w[t] > 0.0f ? w[t] / rp : w[t] * rp;
+                w[t] = sl__clean(w[t] > 0.0f ? w[t] / rp : w[t] * rp);
             }
         }
         for (size_t i = 0; i < in->n_prompt; i++) count[in->prompt[i]] = 0;
@@ -354,15 +359,12 @@ static void sl__process(const sl_sample_input *in, sl_sampler_scratch *s) {
         for (size_t i = 0; i < in->n_output; i++) {
             int32_t t = in->output[i];
             if (!count[t]) continue; /* already applied */
-            w[t] -= p->presence_penalty + p->frequency_penalty * (float)count[t];
+            w[t] = sl__clean(w[t] - (p->presence_penalty + p->frequency_penalty * (float)count[t]));
             count[t] = 0;
         }
     }
     for (size_t i = 0; i < in->n_banned; i++) w[in->banned[i]] = -INFINITY;
 }
-
-/* The first best token (ties keep the lowest id), -1 when every logit is -inf. */
-static int32_t sl__argmax(const float *w, int n) { return sl_host_argmax(w, n); }
 
 /* The draw of a plain temperature (and min-p) distribution: the weights and their chunk sums from one vector
  * pass, then u * z located chunk by chunk and, inside its chunk, token by token; no candidate array. */
@@ -424,7 +426,7 @@ static int32_t sl__draw(const sl_sample_input *in, sl_rng *rng, sl_sampler_scrat
     const sl_sampling_params *p = in->params;
     const float *w = s->logits;
     sl__cand *c = s->cand;
-    int32_t top = sl__argmax(w, in->n_vocab);
+    int32_t top = sl_host_argmax(w, in->n_vocab);
     if (top < 0) return -1;
     const float m = w[top] > FLT_MAX ? FLT_MAX : w[top], inv_t = 1.0f / p->temperature;
     const int select_k = p->top_k > 0 && p->top_k < in->n_vocab;
@@ -510,7 +512,7 @@ sl_status sl_sample(const sl_sample_input *in, sl_rng *rng, sl_sampler_scratch *
     out->n_top = 0;
     double lse = in->n_top_logprobs >= 0 ? sl__raw_logprobs(in->logits, in->n_vocab, in->n_top_logprobs, out) : 0.0;
     sl__process(in, s);
-    int32_t tok = in->params->temperature < SL_SAMPLE_GREEDY_TEMPERATURE ? sl__argmax(s->logits, in->n_vocab)
+    int32_t tok = in->params->temperature < SL_SAMPLE_GREEDY_TEMPERATURE ? sl_host_argmax(s->logits, in->n_vocab)
                                                                          : sl__draw(in, rng, s);
     if (tok < 0)
         return sl__errorf(SL_INVALID_ARGUMENT,

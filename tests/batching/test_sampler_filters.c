@@ -299,3 +299,34 @@ Test(sampler_filters, presence_and_frequency_penalties_count_generated_tokens) {
     float l2[2] = {0.5f, 1.0f};
     cr_assert_eq(greedy_with(l2, 2, &p, NULL, 0, zero, 1), 0);
 }
+
+/* A penalty that pushes finite logits past FLT_MAX: the processed logits are clamped again, so two such tokens
+ * tie (each weight exp(0) = 1) instead of an infinite total that left the draw to its rounding fallback (which
+ * always picked the later one). For the plain draw and the top-p path. */
+Test(sampler_filters, penalties_that_overflow_are_clamped) {
+    float l[300];
+    for (int i = 0; i < 300; i++) l[i] = (float)(i % 7);
+    l[3] = l[257] = 3e38f;
+    int32_t prompt[2] = {3, 257};
+    for (int topp = 0; topp < 2; topp++) {
+        sl_sampling_params p = params_default();
+        p.temperature = 1.0f;
+        p.repetition_penalty = 0.5f; /* 3e38 / 0.5 overflows */
+        if (topp) p.top_p = 0.99f;
+        sl_sample_input in = input_of(l, 300, &p);
+        in.prompt = prompt, in.n_prompt = 2;
+        sl_sampler_scratch *s = NULL;
+        cr_assert_eq(sl_sampler_scratch_create(300, &s), SL_OK);
+        int seen3 = 0, seen257 = 0;
+        for (uint64_t seed = 0; seed < 200; seed++) {
+            sl_rng rng;
+            sl_rng_seed(&rng, seed, 0);
+            sl_sample_output out;
+            cr_assert_eq(sl_sample(&in, &rng, s, &out), SL_OK);
+            cr_assert(out.token == 3 || out.token == 257, "token %d", out.token);
+            seen3 += out.token == 3, seen257 += out.token == 257;
+        }
+        cr_assert(seen3 > 50 && seen257 > 50, "top_p %d: 3 drawn %d times, 257 %d times of 200", topp, seen3, seen257);
+        sl_sampler_scratch_free(s);
+    }
+}
