@@ -1458,8 +1458,7 @@ SL_API sl_status sl_engine_create(const sl_engine_params *p, sl_engine_t **out) 
      * through as it is (0 still means "every core", decided by the backend). */
     int n_threads = p->n_threads;
     if (g->place.n_cpu_replicas > 1) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        int total = p->n_threads > 0 ? p->n_threads : (int)(cores > 0 ? cores : 1);
+        int total = p->n_threads > 0 ? p->n_threads : sl_cpu_count();
         n_threads = SL_MAX(1, total / g->place.n_cpu_replicas);
     }
     for (int i = 0; i < g->place.n_replicas; i++) {

@@ -11,7 +11,7 @@
  * exit, a table to stderr: per operation the calls, total milliseconds and share; matmul_multi is listed as
  * "matmul_multi/<n>" (3: Q, K and V; 2: gate and up). On the CPU that is where a step's time goes; a device
  * backend returns as soon as work is queued, so there the times are the host's, and the device's time shows in
- * synchronize. Off (the default), the cost is one predictable branch per call.
+ * the calls that wait for the stream (download, synchronize). Off (the default), one predictable branch per call.
  */
 #include "backend.h"
 
@@ -19,7 +19,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "sl_util.h"
 
@@ -90,12 +89,6 @@ static inline int sl__prof_enabled(void) {
     return sl__prof_on;
 }
 
-static uint64_t sl__prof_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Adds one call of `name` (a string literal: its address is its identity) taking ns. */
 static void sl__prof_add(const char *name, uint64_t ns) {
     int i = 0;
@@ -121,9 +114,9 @@ static void sl__prof_add(const char *name, uint64_t ns) {
         if (st_ != SL_OK) return st_;                                                                       \
         SL_ASSERT(b->iface->op != NULL);                                                                    \
         if (!sl__prof_enabled()) return b->iface->op(b->ctx, __VA_ARGS__);                                  \
-        const uint64_t t0_ = sl__prof_now();                                                                \
+        const int64_t t0_ = sl__now_ns();                                                                   \
         st_ = b->iface->op(b->ctx, __VA_ARGS__);                                                            \
-        sl__prof_add(#op, sl__prof_now() - t0_);                                                            \
+        sl__prof_add(#op, (uint64_t)(sl__now_ns() - t0_));                                                  \
         return st_;                                                                                         \
     } while (0)
 
@@ -211,9 +204,9 @@ sl_status sl_backend_matmul_multi(sl_backend *b, int n, const sl_weight *const *
     if (!sl__prof_enabled()) return b->iface->matmul_multi(b->ctx, n, ws, x, n_rows, ys);
     static const char *const names[] = {"matmul_multi/0", "matmul_multi/1", "matmul_multi/2", "matmul_multi/3",
                                         "matmul_multi/4", "matmul_multi/n"};
-    const uint64_t t0 = sl__prof_now();
+    const int64_t t0 = sl__now_ns();
     const sl_status st = b->iface->matmul_multi(b->ctx, n, ws, x, n_rows, ys);
-    sl__prof_add(names[n >= 0 && n < 5 ? n : 5], sl__prof_now() - t0);
+    sl__prof_add(names[n >= 0 && n < 5 ? n : 5], (uint64_t)(sl__now_ns() - t0));
     return st;
 }
 
@@ -248,5 +241,9 @@ sl_status sl_backend_attention(sl_backend *b, const float *q, float *out, int n_
 
 sl_status sl_backend_synchronize(sl_backend *b) {
     if (!b->iface->synchronize) return SL_OK;
-    return b->iface->synchronize(b->ctx);
+    if (!sl__prof_enabled()) return b->iface->synchronize(b->ctx);
+    const int64_t t0 = sl__now_ns();
+    const sl_status st = b->iface->synchronize(b->ctx);
+    sl__prof_add("synchronize", (uint64_t)(sl__now_ns() - t0));
+    return st;
 }

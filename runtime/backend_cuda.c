@@ -554,6 +554,7 @@ static sl_status cuda_attention(void *ctx, const float *q, float *out, int n_row
         return sl__errorf(SL_INVALID_ARGUMENT, "KV cache of type %d", a->kv_type);
     if (a->n_head_kv <= 0 || a->n_head % a->n_head_kv != 0)
         return sl__errorf(SL_INVALID_ARGUMENT, "%d query heads over %d KV heads", a->n_head, a->n_head_kv);
+    if (a->block_size <= 0) return sl__errorf(SL_INVALID_ARGUMENT, "KV block size %d", a->block_size);
     if ((const void *)a->block_tables != c->ix[5].host)
         return sl__errorf(SL_INVALID_ARGUMENT, "CUDA attention: block tables not given to begin_step");
     for (int r = 0; r < n_rows; r++)

@@ -50,12 +50,6 @@ typedef struct local_rank {
     int rank;
 } local_rank;
 
-static inline void sl__comm_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 static sl_status local_aborted(void) {
     return sl__errorf(SL_CANCELLED, "collective abandoned: another rank of the tensor-parallel group failed");
 }
@@ -80,7 +74,7 @@ static sl_status local_barrier_wait(local_group *g) {
         if (polls % SL_COMM_YIELD_EVERY == 0)
             sched_yield();
         else
-            sl__comm_relax();
+            sl__cpu_relax();
     }
     pthread_mutex_lock(&g->mutex);
     atomic_fetch_add(&g->n_sleeping, 1);

@@ -41,6 +41,16 @@ void sl__alloc_fail_after(long n);
 static inline int sl__mul_size(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
 static inline int sl__add_size(size_t a, size_t b, size_t *out) { return !__builtin_add_overflow(a, b, out); }
 
+/* One poll of a spin-wait: the pause instruction on x86 (kinder to the sibling hyperthread), nothing elsewhere. */
+static inline void sl__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* The monotonic clock in nanoseconds (sl_now_us is this / 1000). */
+int64_t sl__now_ns(void);
+
 #define SL_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SL_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -96,8 +96,10 @@ char *sl__strdup(const char *s) { return sl__strndup(s, strlen(s)); }
 
 SL_API void sl_free(void *p) { free(p); }
 
-SL_API int64_t sl_now_us(void) {
+int64_t sl__now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+SL_API int64_t sl_now_us(void) { return sl__now_ns() / 1000; }

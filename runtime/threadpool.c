@@ -56,12 +56,6 @@ void sl_split_range(int n, int align, int ith, int nth, int *lo, int *hi) {
     *hi = SL_MIN(n, u1 * align);
 }
 
-static inline void sl__cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
 static void *sl__worker_main(void *p) {
     sl_worker *w = p;
     sl_threadpool *pool = w->pool;
