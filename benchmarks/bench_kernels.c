@@ -78,7 +78,12 @@ static int fill_pool(uint8_t *pool, const float *src, int wtype, int n_out, int 
     const size_t row_bytes = sl_dtype_row_bytes(wtype, n_in), w_bytes = row_bytes * (size_t)n_out;
     for (int o = 0; o < n_out; o++) sl_k_quantize_row(wtype, src + (size_t)o * n_in, pool + o * row_bytes, n_in);
     if (packed) { /* the same byte count for these shapes (n_out a multiple of 16) */
-        uint8_t *tmp = malloc(sl_k_packed_bytes(wtype, n_out, n_in));
+        if (sl_k_packed_bytes(wtype, n_out, n_in) != w_bytes) {
+            fprintf(stderr, "bench shape %dx%d: packed size differs from the rows' (n_out not a multiple of 16)\n",
+                    n_out, n_in);
+            exit(1);
+        }
+        uint8_t *tmp = malloc(w_bytes);
         sl_k_pack_q(wtype, pool, row_bytes, n_out, n_in, tmp);
         memcpy(pool, tmp, w_bytes);
         free(tmp);

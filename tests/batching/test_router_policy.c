@@ -106,8 +106,7 @@ Test(router_policy, burst_on_idle_replicas_spreads) {
 }
 
 Test(router_policy, unmeasured_replica_borrows_the_measured_step_time) {
-    sl_router_replica reps[2] = {idle(4000), idle(0)};
-    reps[1].step_us = 0; /* no step yet: taken as 4 ms too, so only the queues decide */
+    sl_router_replica reps[2] = {idle(4000), idle(0)}; /* 1: no step yet, taken as 4 ms too: the queues decide */
     reps[0].waiting_tokens = 80;
     cr_assert_eq(pick(reps, 2, 8, 8, -1, NULL), 1);
     reps[0].waiting_tokens = 0;
@@ -122,7 +121,6 @@ Test(router_policy, fresh_replica_is_not_starved_by_a_busy_one) {
     sl_router_replica reps[2] = {idle(30000), idle(0)};
     reps[0].step_token_budget = reps[1].step_token_budget = 512;
     reps[0].n_running = 40;
-    reps[1].step_us = 0;
     cr_assert_eq(pick(reps, 2, 500, 256, -1, NULL), 1);
     reps[0].waiting_tokens = 16000;
     cr_assert_eq(pick(reps, 2, 500, 256, -1, NULL), 1);

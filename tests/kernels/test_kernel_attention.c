@@ -154,6 +154,10 @@ Test(kernel_attention, gqa_f16_hd64) { run_case((att_case){9, 3, 64, 16, 20, SL_
 Test(kernel_attention, gqa_f32_hd40) { run_case((att_case){6, 2, 40, 5, 64, SL_DTYPE_F32}); }
 Test(kernel_attention, gqa_f16_hd20) { run_case((att_case){4, 1, 20, 3, 101, SL_DTYPE_F16}); }
 Test(kernel_attention, mha_f32_hd128) { run_case((att_case){2, 2, 128, 32, 10, SL_DTYPE_F32}); }
+/* head_dim 128 in f16 (the AVX-512 scores keep 8 query chunks in registers); head_dim 8, below one 16-lane
+ * chunk (the AVX-512 scores take every key one by one) */
+Test(kernel_attention, gqa_f16_hd128) { run_case((att_case){4, 2, 128, 16, 20, SL_DTYPE_F16}); }
+Test(kernel_attention, gqa_f16_hd8) { run_case((att_case){4, 2, 8, 5, 70, SL_DTYPE_F16}); }
 
 Test(kernel_attention, kv_store) {
     enum { H = 3, D = 64, SLOTS = 4 };

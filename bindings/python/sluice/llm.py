@@ -56,11 +56,13 @@ def default_model_path() -> str:
     return os.path.join(cache, "models", DEFAULT_MODEL_FILE)
 
 
-def _int_setting(name: str, v: Any, lo: int = 0) -> int:
+def _int_setting(name: str, v: Any, lo: int = 0, hi: int = 2**31 - 1) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError("%s must be an int, not %s" % (name, type(v).__name__))
     if v < lo:
         raise InvalidArgumentError("%s = %d is below %d" % (name, v, lo))
+    if v > hi:  # the C field is an int: a larger value would wrap
+        raise InvalidArgumentError("%s = %d is above %d" % (name, v, hi))
     return v
 
 
@@ -74,6 +76,8 @@ def _str_setting(name: str, v: Any) -> Optional[bytes]:
 
 _KV_DTYPES = {"f32": L.SL_KV_F32, "f16": L.SL_KV_F16, "auto": L.SL_KV_AUTO}
 _PRECISIONS = {"fast": L.SL_PRECISION_FAST, "exact": L.SL_PRECISION_EXACT}
+# The largest value each C integer field holds (ctypes would wrap a larger one silently).
+_FIELD_MAX = {ctypes.c_int: 2**31 - 1, ctypes.c_int64: 2**63 - 1, ctypes.c_uint64: 2**64 - 1}
 _INT_SETTINGS = ("n_threads", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "max_waiting_requests",
                  "max_waiting_tokens",
                  "block_size", "kv_cache_bytes", "tensor_parallel_size")
@@ -278,7 +282,7 @@ class LLM:
         p.model_path = keep[0]
         for key, v in engine_settings.items():
             if key in _INT_SETTINGS:
-                setattr(p, key, _int_setting(key, v))
+                setattr(p, key, _int_setting(key, v, hi=_FIELD_MAX[dict(type(p)._fields_)[key]]))
             elif key == "kv_dtype":
                 if v not in _KV_DTYPES:
                     raise InvalidArgumentError("kv_dtype = %r; expected one of %s" % (v, ", ".join(_KV_DTYPES)))

@@ -62,6 +62,10 @@ def test_bad_engine_settings() -> None:
         LLM(STORIES, n_thread=1)  # a misspelt setting is named
     with pytest.raises(TypeError):
         LLM(STORIES, max_num_seqs="4")
+    with pytest.raises(InvalidArgumentError, match="tensor_parallel_size = 4294967298 is above 2147483647"):
+        LLM(STORIES, tensor_parallel_size=2**32 + 2)  # would wrap to 2 in the C int
+    with pytest.raises(InvalidArgumentError, match="max_num_seqs = 2147483648 is above"):
+        LLM(STORIES, max_num_seqs=2**31)
     with pytest.raises(InvalidArgumentError, match="kv_dtype"):
         LLM(STORIES, kv_dtype="f8")
     with pytest.raises(InvalidArgumentError, match="precision"):
