@@ -1193,9 +1193,9 @@ static void replica_fail(sl_engine_t *e, const char *cause) {
     finish_everything(e, SL_FINISH_ERROR, SL_DEVICE, msg);
 }
 
-/* Step time and size, smoothed for the router: an EWMA over about the last 1 / SL_STEP_EWMA_ALPHA = 8 steps
- * follows a change of load within a fraction of a second of decoding, while one odd step (a page fault, one
- * long prefill chunk) moves it by an eighth only. */
+/* Step time (forward, draws and the rest of the step), smoothed for the router: an EWMA over about the last
+ * 1 / SL_STEP_EWMA_ALPHA = 8 steps follows a change of load within a fraction of a second of decoding, while
+ * one odd step (a page fault, one long prefill chunk) moves it by an eighth only. */
 #define SL_STEP_EWMA_ALPHA 0.125
 
 static void *engine_main(void *arg) {
@@ -1234,11 +1234,6 @@ static void *engine_main(void *arg) {
         while (bucket < SL_STEP_TOKEN_BUCKETS - 1 && n_rows > SL_STEP_TOKENS_BOUND(bucket)) bucket++;
         e->stats.steps_by_tokens[bucket]++;
         e->stats.step_tokens_total += (uint64_t)n_rows;
-        if (e->stats.steps_total == 1) {
-            e->step_us_ewma = (double)dt;
-        } else {
-            e->step_us_ewma += SL_STEP_EWMA_ALPHA * ((double)dt - e->step_us_ewma);
-        }
         pthread_mutex_unlock(&e->stats_mu);
         if (st == SL_DEVICE) {
             char cause[512];
@@ -1252,6 +1247,13 @@ static void *engine_main(void *arg) {
             continue;
         }
         postprocess(e, dt, n_rows);
+        /* The router's step time is the whole step, the draws and the rest of postprocess with the forward (on
+         * a GPU replica the draws run on the host after the device: leaving them out would flatter it). */
+        const double step_us = (double)(sl_now_us() - t0);
+        pthread_mutex_lock(&e->stats_mu);
+        e->step_us_ewma = e->step_us_ewma > 0 ? e->step_us_ewma + SL_STEP_EWMA_ALPHA * (step_us - e->step_us_ewma)
+                                              : step_us;
+        pthread_mutex_unlock(&e->stats_mu);
         release_done(e);
     }
     /* shutdown: everything still here ends with an abort */
@@ -1310,14 +1312,14 @@ static void engine_destroy(sl_engine_group *g) {
     free(g);
 }
 
-/* Loads replica e's model on its devices (n_threads: its share of the CPU) and sizes all its thread needs. The
- * names and the EOG list are replica 0's, shared by pointer. */
 /* The KV element type the parameters ask for, auto resolved by the precision. */
 sl_kv_dtype sl__engine_kv_dtype(const sl_engine_params *p) {
     if (p->kv_dtype != SL_KV_AUTO) return p->kv_dtype;
     return p->precision == SL_PRECISION_EXACT ? SL_KV_F32 : SL_KV_F16;
 }
 
+/* Loads replica e's model on its devices (n_threads: its share of the CPU) and sizes all its thread needs. The
+ * names and the EOG list are replica 0's, shared by pointer. */
 static sl_status replica_init(sl_engine_group *g, sl_engine_t *e, const sl_engine_params *p, int n_threads) {
     sl_engine_t *e0 = &g->reps[0];
     e->params = *p;

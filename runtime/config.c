@@ -941,7 +941,9 @@ SL_API void sl_config_to_engine_params(const sl_config *c, sl_engine_params *p) 
     p->max_waiting_tokens = c->max_waiting_tokens;
     p->block_size = c->block_size;
     p->kv_cache_bytes = c->kv_cache_size;
-    p->kv_dtype = c->kv_dtype == 2 ? SL_KV_AUTO : c->kv_dtype == 1 ? SL_KV_F16 : SL_KV_F32; /* "f32|f16|auto" */
+    /* the ENUM row's index is the enum's value: "f32|f16|auto" in the order of sl_kv_dtype */
+    _Static_assert(SL_KV_F32 == 0 && SL_KV_F16 == 1 && SL_KV_AUTO == 2, "kv_dtype's choices follow sl_kv_dtype");
+    p->kv_dtype = (sl_kv_dtype)c->kv_dtype;
     p->precision = c->precision == 1 ? SL_PRECISION_EXACT : SL_PRECISION_FAST; /* "fast|exact" */
     p->enable_prefix_caching = c->enable_prefix_caching;
     p->devices = sl__cfg_or_null(c->devices); /* NULL: the engine's default, cpu */
