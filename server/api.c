@@ -1661,10 +1661,11 @@ static void on_request(sl_http_conn *c, const sl_http_request *r, void *user_dat
         } else if (a->draining) {
             send_simple_err(c, 503, NULL, NULL, "the server is shutting down");
         } else if (sl_engine_get_stats(a->eng, &st) != SL_OK || st.num_replicas_ready == 0) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "no replica is in service: all %d failed with device errors (see the server's "
-                     "log)", st.num_replicas);
-            send_simple_err(c, 503, NULL, NULL, msg);
+            api_err e; /* for good: no Retry-After */
+            fail_at(&e, 503, NULL, "no replica is in service: all %d failed with device errors (see the server's log)",
+                    st.num_replicas);
+            e.no_retry = 1;
+            send_err(c, &e);
         } else {
             char body[96];
             int n = snprintf(body, sizeof body, "{\"status\":\"ready\",\"replicas\":%d,\"replicas_ready\":%d}",

@@ -105,6 +105,7 @@ def test_ready_is_503_when_no_replica_is_left():
         assert r.status_code == 503
         err = r.json()["error"]
         assert "no replica is in service" in err["message"] and err["type"] == "server_error", err
+        assert "Retry-After" not in r.headers, r.headers  # for good: waiting does not cure it
         assert value(metrics(s), "sluice_replicas_ready", model_name=MODEL) == 0
     finally:
         s.stop()
