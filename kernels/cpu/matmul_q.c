@@ -165,48 +165,38 @@ void sl_k_pack_q(int wtype, const void *w, size_t w_row_bytes, int n_out, int n_
         }
 }
 
-void sl_k_unpack_q_row(int wtype, const void *packed, int n_in, int row, void *out) {
-    const int nb = n_in / 32, g = row / SL_QP_GROUP, l = row % SL_QP_GROUP;
-    const size_t gbs = sl__qp_block_bytes(wtype), wbs = sl_dtype_block_bytes(wtype);
+/* Block b of GGUF row `row` (nb blocks a row) out of the packed layout, into blk (one GGUF block). */
+static void sl_qp_unpack_block(int wtype, const uint8_t *packed, int nb, int row, int b, uint8_t *blk) {
+    const int g = row / SL_QP_GROUP, l = row % SL_QP_GROUP, chunks = wtype == SL_DTYPE_Q8_0 ? 8 : 4;
     const size_t qo = wtype == SL_DTYPE_Q4_1 ? 64 : 32, so = wtype == SL_DTYPE_Q4_1 ? 4 : 2;
-    const int chunks = wtype == SL_DTYPE_Q8_0 ? 8 : 4;
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *pb = (const uint8_t *)packed + ((size_t)g * nb + b) * gbs;
-        uint8_t *blk = (uint8_t *)out + b * wbs;
-        memcpy(blk, pb + 2 * l, 2);
-        if (wtype == SL_DTYPE_Q4_1) memcpy(blk + 2, pb + 32 + 2 * l, 2);
-        for (int i = 0; i < chunks; i++) memcpy(blk + so + 4 * i, pb + qo + 64 * i + 4 * l, 4);
-    }
+    const uint8_t *pb = packed + ((size_t)g * nb + b) * sl__qp_block_bytes(wtype);
+    memcpy(blk, pb + 2 * l, 2);
+    if (wtype == SL_DTYPE_Q4_1) memcpy(blk + 2, pb + 32 + 2 * l, 2);
+    for (int i = 0; i < chunks; i++) memcpy(blk + so + 4 * i, pb + qo + 64 * i + 4 * l, 4);
 }
 
-/* The packed product in scalar code, by the recipe (other architectures, and SLUICE_SIMD=scalar). */
+void sl_k_unpack_q_row(int wtype, const void *packed, int n_in, int row, void *out) {
+    const int nb = n_in / 32;
+    const size_t wbs = sl_dtype_block_bytes(wtype);
+    for (int b = 0; b < nb; b++) sl_qp_unpack_block(wtype, packed, nb, row, b, (uint8_t *)out + b * wbs);
+}
+
+/* The packed product in scalar code, by the recipe (other architectures, SLUICE_SIMD=scalar, an o0 off a group
+ * boundary): each block unpacked back to the GGUF form, then the reference's own step (sl_q_step). */
 static void sl_matmul_qp_scalar(int wtype, const void *packed, int o0, int o1, int n_in, const void *xq,
                                 size_t xq_row_bytes, int n_rows, float *y, int ldy) {
-    const int nb = n_in / 32, chunks = wtype == SL_DTYPE_Q8_0 ? 8 : 4, zero = wtype == SL_DTYPE_Q4_0 ? 8 : 0;
-    const size_t gbs = sl__qp_block_bytes(wtype), qo = wtype == SL_DTYPE_Q4_1 ? 64 : 32;
+    const int nb = n_in / 32;
     for (int o = o0; o < o1; o++) {
-        const int l = o % SL_QP_GROUP;
-        const uint8_t *gp = (const uint8_t *)packed + (size_t)(o / SL_QP_GROUP) * nb * gbs;
         for (int r = 0; r < n_rows; r++) {
             const uint8_t *x = (const uint8_t *)xq + (size_t)r * xq_row_bytes;
             float acc = 0.0f, ms = 0.0f;
             for (int b = 0; b < nb; b++) {
-                const uint8_t *pb = gp + (size_t)b * gbs;
+                uint8_t blk[36]; /* one GGUF block of Q4_0 (18), Q4_1 (20) or Q8_0 (34) bytes */
                 int8_t wq[32];
-                for (int i = 0; i < chunks; i++)
-                    for (int t = 0; t < 4; t++) {
-                        const uint8_t q = pb[qo + 64 * i + 4 * l + t];
-                        if (wtype == SL_DTYPE_Q8_0) {
-                            wq[4 * i + t] = (int8_t)q;
-                        } else {
-                            wq[4 * i + t] = (int8_t)((q & 0x0f) - zero);
-                            wq[16 + 4 * i + t] = (int8_t)((q >> 4) - zero);
-                        }
-                    }
-                sl_fp16_t d, m = 0;
-                memcpy(&d, pb + 2 * l, 2);
-                if (wtype == SL_DTYPE_Q4_1) memcpy(&m, pb + 32 + 2 * l, 2);
-                sl_q_step(wtype, sl_fp16_to_f32(d), sl_fp16_to_f32(m), wq, x, b, &acc, &ms);
+                float m_w = 0.0f;
+                sl_qp_unpack_block(wtype, packed, nb, o, b, blk);
+                const float d_w = sl_q_levels(wtype, blk, 0, wq, &m_w);
+                sl_q_step(wtype, d_w, m_w, wq, x, b, &acc, &ms);
             }
             y[(size_t)r * ldy + o] = wtype == SL_DTYPE_Q4_1 ? acc + ms : acc;
         }
