@@ -97,7 +97,12 @@ static sl_status cpu_arena_take(sl_cpu_ctx *c, size_t bytes, void **out) {
         const size_t cap = bytes > SL_CPU_ARENA ? bytes : SL_CPU_ARENA;
         void *base = sl_cpu_map(cap, 1);
         if (!base) return sl__errorf(SL_OUT_OF_MEMORY, "cannot map %zu bytes for weights", cap);
-        a = &c->arenas[c->n_arenas++];
+        /* a weight larger than an arena gets one of its own, slid under the current arena so that arena's room
+         * still serves the weights after it */
+        const int keep_last = bytes > SL_CPU_ARENA && c->n_arenas > 0;
+        if (keep_last) c->arenas[c->n_arenas] = c->arenas[c->n_arenas - 1];
+        a = &c->arenas[keep_last ? c->n_arenas - 1 : c->n_arenas];
+        c->n_arenas++;
         a->base = base;
         a->used = 0;
         a->cap = cap;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "kcpu.h"
 #include "kdtype.h"
 
 /* Bytes of this process's mappings, from /proc/self/maps. */
@@ -80,6 +81,32 @@ Test(backend_cpu_memory, packed_weights_come_from_arenas_and_read_back) {
         for (int i = 0; i < n_in; i++)
             cr_assert_eq(out[r * n_in + i], (float)(int8_t)(ids[r] - (i % 32)), "row %d element %d", ids[r], i);
     for (int k = 0; k < 3; k++) sl_backend_weight_free(&b, &dev[k]);
+    sl_backend_free(&b);
+    free(file);
+}
+
+/* A weight larger than an arena gets its own mapping, and the arena in use goes on serving the next small
+ * weights: they land right after the small weight before the large one. */
+Test(backend_cpu_memory, a_large_weight_does_not_abandon_the_current_arena) {
+    sl_backend b = make_cpu();
+    const int n_in = 64, small_out = 16, large_out = (40 << 20) / 68 / 16 * 16; /* 40 MiB of Q8_0 rows */
+    const size_t row = sl_dtype_row_bytes(SL_DTYPE_Q8_0, n_in);
+    uint8_t *file = calloc((size_t)large_out, row);
+    for (int o = 0; o < large_out; o++)
+        for (int blk = 0; blk < 2; blk++) file[(size_t)o * row + (size_t)blk * 34 + 1] = 0x3c; /* d = 1.0 */
+    sl_weight small = {.data = file, .type = SL_DTYPE_Q8_0, .n_in = n_in, .n_out = small_out, .row_bytes = row};
+    sl_weight large = small;
+    large.n_out = large_out;
+    sl_weight d1, d2, d3;
+    cr_assert_eq(sl_backend_upload_weight(&b, &small, &d1), SL_OK);
+    cr_assert_eq(sl_backend_upload_weight(&b, &large, &d2), SL_OK);
+    cr_assert_eq(sl_backend_upload_weight(&b, &small, &d3), SL_OK);
+    const size_t small_bytes = (sl_k_packed_bytes(SL_DTYPE_Q8_0, small_out, n_in) + 63) & ~(size_t)63;
+    cr_assert_eq((const uint8_t *)d3.data, (const uint8_t *)d1.data + small_bytes,
+                 "the next small weight follows the first in the same arena");
+    cr_assert((const uint8_t *)d2.data < (const uint8_t *)d1.data ||
+              (const uint8_t *)d2.data >= (const uint8_t *)d1.data + (32u << 20), "the large one is elsewhere");
+    sl_backend_weight_free(&b, &d1), sl_backend_weight_free(&b, &d2), sl_backend_weight_free(&b, &d3);
     sl_backend_free(&b);
     free(file);
 }
