@@ -400,11 +400,15 @@ static sl_status cuda_begin_step(void *ctx, const sl_step_index *ix) {
     return SL_OK;
 }
 
-/* The device copy of a host index pointer (or of a pointer inside one of the step's arrays). */
+/* The device copy of a host index pointer (or of a pointer inside one of the step's arrays). The block tables
+ * (ix[5]) match by their start only: the host array is n_seqs row pointers, while bytes is the dense copy's size,
+ * so a range test there would take in memory that is not the array. */
 static sl_status ix_map(sl_cuda_ctx *c, const void *host, const char *what, const void **dev) {
     for (int i = 0; i < SL_CUDA_N_IX; i++) {
         const uint8_t *h = c->ix[i].host;
-        if (h && c->ix[i].bytes && (const uint8_t *)host >= h && (const uint8_t *)host < h + c->ix[i].bytes) {
+        const int inside = i == 5 ? (const uint8_t *)host == h
+                                  : (const uint8_t *)host >= h && (const uint8_t *)host < h + c->ix[i].bytes;
+        if (h && c->ix[i].bytes && inside) {
             *dev = c->ix_dev + c->ix[i].off + (size_t)((const uint8_t *)host - h);
             return SL_OK;
         }
