@@ -374,8 +374,22 @@ static sl_status cuda_begin_step(void *ctx, const sl_step_index *ix) {
         c->ix_host = NULL;
         c->ix_dev = NULL;
         c->ix_cap = 0;
-        CU(cudaMallocHost((void **)&c->ix_host, cap), "allocating the pinned index buffer");
-        CU(cudaMalloc((void **)&c->ix_dev, cap), "allocating the device index buffer");
+        /* running out of memory here is a status, not a device failure (the backend stays usable) */
+        cudaError_t e = cudaMallocHost((void **)&c->ix_host, cap);
+        if (e == cudaErrorMemoryAllocation) {
+            (void)cudaGetLastError();
+            c->ix_host = NULL;
+            return sl__errorf(SL_OUT_OF_MEMORY, "CUDA: cannot pin %zu bytes for a step's index arrays", cap);
+        }
+        CU(e, "allocating the pinned index buffer");
+        void *dev = NULL;
+        sl_status st = cuda_alloc(c, cap, &dev);
+        if (st != SL_OK) {
+            (void)cudaFreeHost(c->ix_host);
+            c->ix_host = NULL;
+            return st;
+        }
+        c->ix_dev = dev;
         c->ix_cap = cap;
     }
     for (int i = 0; i < SL_CUDA_N_IX - 1; i++)
