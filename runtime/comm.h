@@ -20,7 +20,10 @@
  *
  * Every call returns a status; a failed collective leaves the communicator unusable (the replica that owns it
  * leaves service, as for any device error). A rank that fails OUTSIDE a collective calls sl_comm_abort(), so
- * the other ranks, blocked in or later entering a collective, return SL_CANCELLED instead of waiting forever.
+ * the other ranks, blocked in or later entering a collective, return SL_CANCELLED instead of waiting forever
+ * (local and cuda1, whose ranks share the group's state). NCCL's abort reaches only the calling rank's own
+ * communicator: that rank's later collectives are refused with SL_CANCELLED, but a peer already blocked in NCCL
+ * returns only when its own rank is aborted too, so the caller aborts every rank of the group.
  */
 #ifndef SL_COMM_H
 #define SL_COMM_H

@@ -12,6 +12,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "comm.h"
@@ -87,22 +88,34 @@ typedef struct nccl_rank {
     nccl_comm_t comm;
     cudaStream_t stream;
     int device;
+    float *one;         /* the barrier's all-reduce operand, allocated with the rank */
+    _Atomic int aborted; /* set by abort (any thread); every collective checks it first */
 } nccl_rank;
+
+/* A collective on an aborted rank: refused, as comm.h says, without touching the aborted communicator. */
+#define NCCL_LIVE(r)                                                                                             \
+    do {                                                                                                         \
+        if (atomic_load(&(r)->aborted))                                                                          \
+            return sl__errorf(SL_CANCELLED, "NCCL collective abandoned: the tensor-parallel group was aborted"); \
+    } while (0)
 
 static sl_status nccl_all_reduce_sum(void *ctx, float *buf, size_t n) {
     nccl_rank *r = ctx;
+    NCCL_LIVE(r);
     NCCL_CHECK(sl__nccl.all_reduce(buf, buf, n, NCCL_FLOAT32, NCCL_SUM, r->comm, r->stream), "all-reduce");
     return SL_OK;
 }
 
 static sl_status nccl_all_gather(void *ctx, const float *in, float *out, size_t n) {
     nccl_rank *r = ctx;
+    NCCL_LIVE(r);
     NCCL_CHECK(sl__nccl.all_gather(in, out, n, NCCL_FLOAT32, r->comm, r->stream), "all-gather");
     return SL_OK;
 }
 
 static sl_status nccl_broadcast(void *ctx, void *buf, size_t bytes, int root) {
     nccl_rank *r = ctx;
+    NCCL_LIVE(r);
     NCCL_CHECK(sl__nccl.broadcast(buf, buf, bytes, NCCL_INT8, root, r->comm, r->stream), "broadcast");
     return SL_OK;
 }
@@ -110,30 +123,33 @@ static sl_status nccl_broadcast(void *ctx, void *buf, size_t bytes, int root) {
 /* NCCL has no barrier: an all-reduce of one float on the rank's stream, then waiting for that stream. */
 static sl_status nccl_barrier(void *ctx) {
     nccl_rank *r = ctx;
-    float *one;
+    NCCL_LIVE(r);
     cudaError_t ce = cudaSetDevice(r->device);
     if (ce != cudaSuccess)
         return sl__errorf(SL_DEVICE, "NCCL barrier: CUDA device %d: %s", r->device, cudaGetErrorString(ce));
-    if (cudaMalloc((void **)&one, sizeof(float)) != cudaSuccess)
-        return sl__errorf(SL_DEVICE, "NCCL barrier: cudaMalloc: %s", cudaGetErrorString(cudaGetLastError()));
-    nccl_result nr = sl__nccl.all_reduce(one, one, 1, NCCL_FLOAT32, NCCL_SUM, r->comm, r->stream);
+    nccl_result nr = sl__nccl.all_reduce(r->one, r->one, 1, NCCL_FLOAT32, NCCL_SUM, r->comm, r->stream);
     ce = nr == NCCL_SUCCESS ? cudaStreamSynchronize(r->stream) : cudaSuccess;
-    cudaFree(one);
     if (nr != NCCL_SUCCESS) return sl__errorf(SL_DEVICE, "NCCL barrier: %s", sl__nccl.get_error_string(nr));
     if (ce != cudaSuccess) return sl__errorf(SL_DEVICE, "NCCL barrier: %s", cudaGetErrorString(ce));
     return SL_OK;
 }
 
+/* Marks the rank aborted (its later collectives are refused with SL_CANCELLED) and aborts its communicator,
+ * once. Only this rank's: NCCL peers blocked inside a collective return only when their own ranks abort. */
 static void nccl_abort(void *ctx) {
     nccl_rank *r = ctx;
-    if (r->comm) sl__nccl.comm_abort(r->comm);
-    r->comm = NULL; /* aborted communicators are gone: later calls fail in NCCL's argument check */
+    if (atomic_exchange(&r->aborted, 1)) return;
+    sl__nccl.comm_abort(r->comm);
 }
 
 static void nccl_free(void *ctx) {
     nccl_rank *r = ctx;
     if (!r) return;
-    if (r->comm) sl__nccl.comm_destroy(r->comm);
+    if (!atomic_load(&r->aborted)) sl__nccl.comm_destroy(r->comm); /* an aborted communicator is already gone */
+    if (r->one) {
+        (void)cudaSetDevice(r->device);
+        (void)cudaFree(r->one);
+    }
     free(r);
 }
 
@@ -170,10 +186,16 @@ sl_status sl_comm_nccl_create(const uint8_t id[SL_COMM_ID_BYTES], int rank, int 
     if (!r) return sl__errorf(SL_OUT_OF_MEMORY, "NCCL rank");
     r->stream = (cudaStream_t)stream;
     r->device = device;
+    if ((ce = cudaMalloc((void **)&r->one, sizeof(float))) != cudaSuccess) {
+        free(r);
+        return sl__errorf(ce == cudaErrorMemoryAllocation ? SL_OUT_OF_MEMORY : SL_DEVICE,
+                          "NCCL rank %d: the barrier's operand: %s", rank, cudaGetErrorString(ce));
+    }
     nccl_unique_id u;
     memcpy(u.internal, id, SL_COMM_ID_BYTES);
     nccl_result nr = sl__nccl.comm_init_rank(&r->comm, size, u, rank);
     if (nr != NCCL_SUCCESS) {
+        (void)cudaFree(r->one);
         free(r);
         return sl__errorf(SL_DEVICE, "NCCL rank %d of %d on device %d: ncclCommInitRank: %s", rank, size, device,
                           sl__nccl.get_error_string(nr));
