@@ -161,9 +161,11 @@ static sl_status tp_forward(void *ctx, const sl_batch *b) {
         if (failed < 0 || (t->status[failed] == SL_CANCELLED && t->status[r] != SL_CANCELLED)) failed = r;
     }
     if (failed < 0) return SL_OK;
-    sl_comm_local_reset(&t->comms[0]); /* every rank has returned: nobody is inside a collective. (No-op for a
-                                        * GPU communicator, which stays failed: its replica leaves service.) */
-    return sl__errorf(t->status[failed], "tensor-parallel rank %d of %d: %s", failed, t->tp, t->error[failed]);
+    /* Every rank has returned, so nobody is inside a collective: the in-process group is reset and the replica
+     * goes on. A GPU communicator cannot be reset (it stays aborted): whatever the rank's error, the replica
+     * must leave service, so it is reported as a device error. */
+    const sl_status st = sl_comm_local_reset(&t->comms[0]) ? t->status[failed] : SL_DEVICE;
+    return sl__errorf(st, "tensor-parallel rank %d of %d: %s", failed, t->tp, t->error[failed]);
 }
 
 uint64_t sl_llama_tp_rank_weight_bytes(const void *ctx, int rank) {

@@ -78,8 +78,9 @@ void sl_comm_free(sl_comm *c);
  * Each is released with sl_comm_free (the group goes with the last one). */
 sl_status sl_comm_local_create(int size, sl_comm *comms);
 /* After an abort, makes the group usable again. Only when no rank is inside a collective (the owner of the
- * ranks' threads has joined them all), which is why it is not part of the interface. */
-void sl_comm_local_reset(sl_comm *c);
+ * ranks' threads has joined them all), which is why it is not part of the interface. Returns 1 when c is an
+ * in-process communicator (now reset), 0 otherwise (a GPU communicator stays failed). */
+int sl_comm_local_reset(sl_comm *c);
 
 /* ---- several ranks on one GPU -------------------------------------------------------------------------- */
 struct sl_backend;

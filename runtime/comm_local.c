@@ -170,11 +170,12 @@ static const sl_comm_iface sl_comm_local_iface = {
     .abort = local_abort,
 };
 
-void sl_comm_local_reset(sl_comm *c) {
-    if (!c || c->iface != &sl_comm_local_iface) return;
+int sl_comm_local_reset(sl_comm *c) {
+    if (!c || c->iface != &sl_comm_local_iface) return 0;
     local_group *g = ((local_rank *)c->ctx)->g;
     atomic_store(&g->arrived, 0);
     atomic_store(&g->aborted, 0);
+    return 1;
 }
 
 sl_status sl_comm_local_create(int size, sl_comm *comms) {
